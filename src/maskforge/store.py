@@ -1,0 +1,428 @@
+"""HDF5 mask store: one directory per pseudo-label version (DESIGN.md §3).
+
+`<store>/meta.json` holds the provenance; `shard-00000.h5`, … hold one dataset `/<id>` per image.
+Identical content gives byte-identical files (no wall-clock times; h5py pinned). A store is
+written under `<store>.tmp-<pid>` and renamed into place on success, so a crash never leaves a
+store that looks whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+from PIL import Image
+
+from maskforge import __version__
+from maskforge.metrics import IGNORE, iou_from_confusion
+
+SCHEMA_VERSION = 1
+KINDS = ("cam", "mask", "saliency", "region")
+META = "meta.json"
+ABSENT = "(absent)"  # shown in parameter diffs for a key one side lacks
+_PER_CLASS = ("cam", "region")  # kinds whose images are K×H×W with a `classes` attribute
+_TMP_NAME = re.compile(r"\.tmp-\d+$")
+_RERUN = "re-run the stage that wrote it"
+
+
+class StoreError(ValueError):
+    """A store problem, as one line: '<path>: <what> — <fix>'."""
+
+
+def params_sha256(params: dict) -> str:
+    """sha256 of the canonical JSON of `params` (sorted keys, compact separators)."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _file_sha256(path: Path) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.digest()
+
+
+def input_digest(path: str | os.PathLike) -> str:
+    """sha256 hex of a file's bytes, or of a directory's files (relative names + contents, sorted)."""
+    path = Path(path)
+    if path.is_file():
+        return _file_sha256(path).hex()
+    if not path.is_dir():
+        raise StoreError(f"{path}: input does not exist — build it first or fix the path")
+    h = hashlib.sha256()
+    for name in sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()):
+        h.update(name.encode() + b"\0" + _file_sha256(path / name))
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_classes(where: str, classes: Sequence[int] | None, k: int, num_classes: int) -> np.ndarray:
+    """The `classes` attribute of a K×H×W image: K distinct class indices."""
+    if classes is None:
+        raise StoreError(f"{where}: K×H×W images need `classes` — pass the labelled class indices")
+    labels = np.asarray(classes, dtype=np.int64).reshape(-1)
+    if len(labels) != k or len(set(labels.tolist())) != k or (labels < 0).any() or (labels >= num_classes).any():
+        raise StoreError(f"{where}: classes {labels.tolist()} must be {k} distinct indices in 0..{num_classes - 1}"
+                         " — pass one class index per channel")
+    return labels
+
+
+def _encode(where: str, kind: str, array: np.ndarray, classes: Sequence[int] | None,
+            num_classes: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate one image for `kind`; return (array as stored, `classes` attribute or None)."""
+    array = np.asarray(array)
+    want = {"mask": "uint8 H×W", "saliency": "float H×W in [0,1]",
+            "cam": "finite float K×H×W (float16 range)", "region": "bool/uint8 0/1 K×H×W"}[kind]
+    bad = StoreError(f"{where}: a {kind} image must be {want}, got {array.dtype} {array.shape} — convert it before add()")
+    if array.ndim != (3 if kind in _PER_CLASS else 2):
+        raise bad
+    if kind not in _PER_CLASS and classes is not None:
+        raise StoreError(f"{where}: {kind} images take no `classes` — drop the argument")
+    if kind == "mask":
+        if array.dtype != np.uint8:
+            raise bad
+        if ((array >= num_classes) & (array != IGNORE)).any():
+            raise StoreError(f"{where}: mask values must be class indices < {num_classes} or {IGNORE} (ignore)"
+                             " — check the class list")
+        return array, None
+    if kind == "region":
+        if array.dtype not in (np.bool_, np.uint8) or array.max(initial=0) > 1:
+            raise bad
+        return array.astype(np.uint8), _check_classes(where, classes, array.shape[0], num_classes)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise bad
+    with np.errstate(over="ignore"):
+        stored = array.astype(np.float16)
+    if not np.isfinite(stored).all() or (kind == "saliency" and (array.min(initial=0) < 0 or array.max(initial=0) > 1)):
+        raise bad
+    return stored, (_check_classes(where, classes, array.shape[0], num_classes) if kind == "cam" else None)
+
+
+class StoreWriter:
+    """Writes a store atomically: `with StoreWriter(path, ...) as w: w.add(id, array)`.
+
+    On a clean exit the store replaces whatever was at `path`; on an exception nothing at `path`
+    changes and the temporary directory is removed."""
+
+    def __init__(self, path: str | os.PathLike, *, kind: str, stage: str, params: dict,
+                 inputs: dict[str, str], classes: list[str], shard_size: int = 256) -> None:
+        self.path = Path(path)
+        if kind not in KINDS:
+            raise StoreError(f"{self.path}: unknown store kind {kind!r} — use one of {', '.join(KINDS)}")
+        if shard_size < 1:
+            raise StoreError(f"{self.path}: shard_size {shard_size} — use a positive number of images per shard")
+        try:
+            digest = params_sha256(params)
+            params = json.loads(json.dumps(params))  # a copy: later edits by the caller cannot reach meta
+        except TypeError as e:
+            raise StoreError(f"{self.path}: params are not JSON-serialisable ({e}) — pass plain dicts/lists/numbers/strings") from None
+        self.shard_size = shard_size
+        self.meta = {"schema_version": SCHEMA_VERSION, "kind": kind, "stage": stage, "params": params,
+                     "params_sha256": digest, "inputs": dict(inputs), "classes": list(classes),
+                     "ids": {}, "shards": {}, "code_version": __version__}
+        self._tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        self._shard: h5py.File | None = None
+        self._open = False
+
+    def __enter__(self) -> StoreWriter:
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._tmp.mkdir(parents=True)
+        self._open = True
+        return self
+
+    def add(self, image_id: str, array: np.ndarray, classes: Sequence[int] | None = None) -> None:
+        """Store one image: mask uint8 H×W (255 = ignore); saliency float H×W in [0, 1] (kept as
+        float16); cam float K×H×W (float16) and region bool/0-1 K×H×W, both with `classes`, the K
+        labelled class indices."""
+        where = f"{self.path}: image {image_id!r}"
+        if not self._open:
+            raise StoreError(f"{where}: add() outside the writer — use `with StoreWriter(...) as w:`")
+        ids = self.meta["ids"]
+        if not isinstance(image_id, str) or not image_id or "/" in image_id or image_id in (".", ".."):
+            raise StoreError(f"{where}: invalid id — use a non-empty name without '/'")
+        if image_id in ids:
+            raise StoreError(f"{where}: added twice — ids must be unique")
+        data, labels = _encode(where, self.meta["kind"], array, classes, len(self.meta["classes"]))
+        shard = f"shard-{len(ids) // self.shard_size:05d}.h5"
+        if len(ids) % self.shard_size == 0:
+            self._close_shard()
+            self._shard = h5py.File(self._tmp / shard, "w")
+        ds = self._shard.create_dataset(image_id, data=data, chunks=True, compression="gzip",
+                                        compression_opts=4, shuffle=True, track_times=False)
+        if labels is not None:
+            ds.attrs["classes"] = labels
+        ids[image_id] = shard
+
+    def _close_shard(self) -> None:
+        if self._shard is not None:
+            name = Path(self._shard.filename)
+            self._shard.close()
+            self._shard = None
+            _fsync(name)
+            self.meta["shards"][name.name] = name.stat().st_size
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._open = False
+        try:
+            if exc_type is None:
+                self._commit()
+        finally:
+            if self._shard is not None:
+                self._shard.close()
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _commit(self) -> None:
+        self._close_shard()
+        meta = self._tmp / META
+        meta.write_text(json.dumps(self.meta, indent=2) + "\n")
+        _fsync(meta)
+        _fsync(self._tmp)
+        old = self.path.with_name(f"{self.path.name}.old-{os.getpid()}")
+        if self.path.exists():
+            self.path.rename(old)
+        self._tmp.rename(self.path)
+        _fsync(self.path.parent)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class MaskStore:
+    """A store opened for reading; images are read by id, shards opened on first use."""
+
+    def __init__(self, path: Path, meta: dict) -> None:
+        self.path = path
+        self.meta = meta
+        self.kind: str = meta["kind"]
+        self.classes: list[str] = meta["classes"]
+        self.ids: list[str] = list(meta["ids"])
+        self.params: dict = meta["params"]
+        self._files: dict[str, h5py.File] = {}
+
+    @contextlib.contextmanager
+    def _dataset(self, image_id: str) -> Iterator[h5py.Dataset]:
+        shard = self.meta["ids"].get(image_id)
+        if shard is None:
+            raise StoreError(f"{self.path}: no image {image_id!r} among its {len(self.ids)} ids"
+                             " — check the split, or re-run the stage that writes this store")
+        try:
+            if shard not in self._files:
+                self._files[shard] = h5py.File(self.path / shard, "r")
+            yield self._files[shard][image_id]
+        except (OSError, KeyError) as e:
+            raise StoreError(f"{self.path / shard}: cannot read image {image_id!r} ({e}) — {_RERUN}") from None
+
+    def __getitem__(self, image_id: str) -> np.ndarray:
+        """The image: uint8 masks, float32 cams/saliency, bool regions."""
+        with self._dataset(image_id) as ds:
+            data = ds[()]
+        if data.dtype == np.float16:
+            return data.astype(np.float32)
+        return data.astype(bool) if self.kind == "region" else data
+
+    def label_classes(self, image_id: str) -> np.ndarray | None:
+        """The labelled class indices of a cam/region image (one per channel); None for other kinds."""
+        with self._dataset(image_id) as ds:
+            return ds.attrs["classes"] if self.kind in _PER_CLASS else None
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self.meta["ids"]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def __enter__(self) -> MaskStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_store(path: str | os.PathLike, kind: str | None = None) -> MaskStore:
+    """Open a store for reading, checking schema version, kind and shard sizes."""
+    path = Path(path)
+    if _TMP_NAME.search(path.name):
+        raise StoreError(f"{path}: unfinished temporary store left by an interrupted writer — delete it and re-run the stage")
+    if not (path / META).is_file():
+        raise StoreError(f"{path}: not a mask store (no {META}) — pass a store directory written by maskforge")
+    try:
+        meta = json.loads((path / META).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StoreError(f"{path / META}: not valid JSON ({e}) — {_RERUN}") from None
+    version = meta.get("schema_version") if isinstance(meta, dict) else None
+    if version != SCHEMA_VERSION:
+        raise StoreError(f"{path}: store schema version {version}, this maskforge reads {SCHEMA_VERSION}"
+                         f" — {_RERUN} with this maskforge version")
+    if kind is not None and meta["kind"] != kind:
+        raise StoreError(f"{path}: a {meta['kind']} store, expected a {kind} store — pass a {kind} store")
+    for shard, size in meta["shards"].items():
+        actual = (path / shard).stat().st_size if (path / shard).is_file() else None
+        if actual != size:
+            found = "missing" if actual is None else f"{actual} bytes"
+            raise StoreError(f"{path / shard}: {found}, {META} says {size} bytes (truncated or modified) — {_RERUN}")
+    return MaskStore(path, meta)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested dicts (params) as {"a.b.c": leaf}, in insertion order."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        flat.update(flatten(value, f"{name}.") if isinstance(value, dict) and value else {name: value})
+    return flat
+
+
+def _differences(a: dict, b: dict) -> list[tuple[str, str, str]]:
+    """(dotted key, value in a, value in b) for every differing key, values as JSON."""
+    fa, fb = flatten(a), flatten(b)
+
+    def show(flat: dict, key: str) -> str:
+        return json.dumps(flat[key], sort_keys=True) if key in flat else ABSENT
+
+    return [(k, show(fa, k), show(fb, k)) for k in sorted(fa.keys() | fb.keys())
+            if k not in fa or k not in fb or fa[k] != fb[k]]
+
+
+def _pair(a: MaskStore, b: MaskStore, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """One image from both stores, which must have the same shape."""
+    da, db = a[image_id], b[image_id]
+    if da.shape != db.shape:
+        raise StoreError(f"{b.path}: image {image_id!r} is {db.shape}, {da.shape} in {a.path} — diff stores of one dataset")
+    return da, db
+
+
+def _joint_histogram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """256×256 counts of (value in a, value in b) over the pixels of two uint8 masks."""
+    return np.bincount(a.astype(np.int64).ravel() * 256 + b.ravel(), minlength=256 * 256).reshape(256, 256)
+
+
+def _agreement(hist: np.ndarray) -> float:
+    """Equal labels / pixels labelled in either mask; 1.0 when neither labels anything."""
+    labelled = hist.sum() - hist[IGNORE, IGNORE]
+    return float(np.trace(hist) - hist[IGNORE, IGNORE]) / labelled if labelled else 1.0
+
+
+def _mask_diff(a: MaskStore, b: MaskStore, common: list[str]) -> dict:
+    total = np.zeros((256, 256), np.int64)
+    per_image = []
+    for image_id in common:
+        hist = _joint_histogram(*_pair(a, b, image_id))
+        total += hist
+        per_image.append((image_id, _agreement(hist)))
+    changed = total[IGNORE].sum() + total[:, IGNORE].sum() - 2 * total[IGNORE, IGNORE]
+    return {"per_class_metric": "IoU A vs B",
+            "per_class": dict(zip(a.classes, iou_from_confusion(total)[: len(a.classes)].tolist())),
+            "agreement": _agreement(total) if common else float("nan"),
+            "ignore_changed": float(changed / total.sum()) if total.sum() else float("nan"),
+            "most_changed_metric": "agreement",
+            "most_changed": sorted(per_image, key=lambda item: item[1])}
+
+
+def _channels(data: np.ndarray, labels: np.ndarray | None) -> dict[int, np.ndarray]:
+    """Class index → H×W float map of a cam/region/saliency image (saliency under index -1)."""
+    data = data.astype(np.float32)
+    return {-1: data} if labels is None else dict(zip(labels.tolist(), data))
+
+
+def _map_diff(a: MaskStore, b: MaskStore, common: list[str]) -> dict:
+    sums: dict[int, float] = {}
+    counts: dict[int, int] = {}
+    per_image = []
+    for image_id in common:
+        da, db = _pair(a, b, image_id)
+        ca, cb = _channels(da, a.label_classes(image_id)), _channels(db, b.label_classes(image_id))
+        deltas = {c: np.abs(ca[c] - cb[c]) for c in ca.keys() & cb.keys()}
+        for c, delta in deltas.items():
+            sums[c] = sums.get(c, 0.0) + float(delta.sum())
+            counts[c] = counts.get(c, 0) + delta.size
+        if deltas:
+            per_image.append((image_id, float(np.mean([d.mean() for d in deltas.values()]))))
+    names = {-1: a.kind, **dict(enumerate(a.classes))}
+    return {"per_class_metric": "mean |Δ|",
+            "per_class": {names[c]: sums[c] / counts[c] if counts[c] else float("nan") for c in sorted(sums)},
+            "most_changed_metric": "mean |Δ|",
+            "most_changed": sorted(per_image, key=lambda item: -item[1])}
+
+
+def diff_stores(a: MaskStore, b: MaskStore, top: int = 10) -> dict:
+    """Compare two versions of a store: ids, provenance differences and per-class change.
+
+    Masks: per-class IoU of A vs B, pixel agreement (over pixels labelled in either) and the
+    fraction of pixels whose ignore status changed; other kinds: per-class mean |Δ|. `most_changed`
+    lists the `top` images that changed most."""
+    if a.kind != b.kind:
+        raise StoreError(f"{b.path}: a {b.kind} store, {a.path} is a {a.kind} store — diff two stores of one kind")
+    if a.classes != b.classes:
+        raise StoreError(f"{b.path}: class list differs from {a.path}'s — diff stores of one dataset")
+    common = [i for i in a.ids if i in b]
+    result = (_mask_diff if a.kind == "mask" else _map_diff)(a, b, common)
+    result["most_changed"] = result["most_changed"][:top]
+    provenance = [{key: m[key] for key in ("stage", "code_version")} for m in (a.meta, b.meta)]
+    return {"kind": a.kind, "common": len(common),
+            "only_a": [i for i in a.ids if i not in b], "only_b": [i for i in b.ids if i not in a],
+            "provenance": _differences(*provenance),
+            "params": _differences(a.params, b.params),
+            "inputs": _differences(a.meta["inputs"], b.meta["inputs"]), **result}
+
+
+def voc_palette() -> np.ndarray:
+    """The standard PASCAL VOC colour map, 256×3 uint8 (255 → void colour (224, 224, 192))."""
+    palette = np.zeros((256, 3), np.uint8)
+    for index in range(256):
+        c, colour = index, [0, 0, 0]
+        for shift in range(7, -1, -1):
+            for channel in range(3):
+                colour[channel] |= ((c >> channel) & 1) << shift
+            c >>= 3
+        palette[index] = colour
+    return palette
+
+
+def export_pngs(store: MaskStore, out_dir: str | os.PathLike) -> int:
+    """Write each mask of a mask store as `<out_dir>/<id>.png` with the VOC palette; returns the count."""
+    if store.kind != "mask":
+        raise StoreError(f"{store.path}: export writes mask stores only, this is a {store.kind} store — export a mask store")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    palette = voc_palette().ravel().tolist()
+    for image_id in store:
+        png = Image.fromarray(store[image_id])
+        png.putpalette(palette)  # L → P: the mask values become palette indices
+        tmp = out / f".{image_id}.png.tmp"
+        png.save(tmp, format="PNG")
+        os.replace(tmp, out / f"{image_id}.png")
+    return len(store)
+
+
+def read_png(path: Path, kind: str, height: int, width: int) -> np.ndarray:
+    """An external PNG as a store image of `kind` at height×width: saliency = grayscale 0–255
+    resized bilinearly to a float32 map in [0, 1]; mask = index PNG resized nearest, uint8."""
+    with Image.open(path) as png:
+        if kind == "mask" and png.mode not in ("P", "L"):
+            raise StoreError(f"{path}: a {png.mode} PNG — masks must be index PNGs (mode P or L)")
+        data = np.array(png if kind == "mask" else png.convert("L"))
+    if data.shape != (height, width):
+        data = cv2.resize(data, (width, height), interpolation=cv2.INTER_NEAREST if kind == "mask" else cv2.INTER_LINEAR)
+    return data if kind == "mask" else data.astype(np.float32) / 255
