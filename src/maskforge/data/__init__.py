@@ -1,6 +1,5 @@
-"""Datasets: VOC layout, COCO 2014 and the synthetic set, all read into one Manifest."""
+"""Datasets: VOC layout, COCO 2014 and the synthetic set, all read into one Manifest.
 
-from .manifest import DatasetError, ImageRecord, Manifest
-from .prepare import prepare_dataset
-
-__all__ = ["DatasetError", "ImageRecord", "Manifest", "prepare_dataset"]
+Import from the submodules (maskforge.data.manifest, .prepare, ...): this package imports none of
+them, so a stage that needs only the manifest does not depend on (and rerun for) every reader.
+"""
