@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from maskforge.models import Backbone, EfficientNetLite0, FeatureInfo, create_backbone
+from maskforge.models.backbones import Backbone, EfficientNetLite0, FeatureInfo, create_backbone
 from maskforge.models.backbones import lite0_imagenet_path
 
 NAMES = ["efficientnet_lite0", "resnet50", "resnet101"]

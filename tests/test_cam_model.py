@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from maskforge.models import CAMNet, create_backbone
+from maskforge.models.backbones import create_backbone
+from maskforge.models.cam import CAMNet
 
 
 @pytest.fixture(autouse=True, scope="module")
