@@ -1,4 +1,4 @@
-"""The `maskforge` command line: `maskforge store info|diff|export|import`.
+"""The `maskforge` command line: `store info|diff|export|import`, `sweep`, `dvc-yaml`.
 
 Each subcommand is one small function taking the parsed arguments; add a command group with an
 `add_<group>_commands(subparsers)` function called from `build_parser()`.
@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from maskforge.config import ConfigError
 from maskforge.data.manifest import DatasetError, Manifest
 from maskforge.store import (StoreError, StoreWriter, diff_stores, export_pngs, flatten, input_digest, open_store,
                              read_png)
@@ -120,10 +122,56 @@ def add_store_commands(commands: argparse._SubParsersAction) -> None:
     imp.set_defaults(func=cmd_store_import)
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from maskforge.evaluation import evaluate_cams
+    from maskforge.reporting import write_csv
+
+    with open_store(args.store, kind="cam") as store:
+        summary, rows = evaluate_cams(store, Manifest.read(args.manifest), args.thresholds)
+    write_csv(args.out, rows)
+    print(table(["threshold", "mIoU"], [[r["threshold"], f"{r['miou']:.2f}"] for r in rows]))
+    print(f"best bg_threshold {summary['bg_threshold']}: mIoU {summary['miou']:.2f} (sweep written to {args.out})")
+
+
+def cmd_dvc_yaml(args: argparse.Namespace) -> None:
+    from maskforge.config import load_config
+    from workflow.stages import render_dvc_yaml
+
+    text = render_dvc_yaml(load_config(args.params, args.configfile))
+    if args.check:
+        current = open(args.out).read() if os.path.exists(args.out) else ""
+        if current != text:
+            raise ConfigError(f"{args.out} is stale for {args.params}; run `maskforge dvc-yaml` to regenerate it")
+        return
+    tmp = f"{args.out}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}")
+
+
+def add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
+    """`maskforge sweep` and `maskforge dvc-yaml`."""
+    sweep = commands.add_parser("sweep", help="score seed background thresholds on a cached CAM store (no inference)")
+    sweep.add_argument("store", help="a CAM store, e.g. data/stores/cam_r0")
+    sweep.add_argument("--manifest", default="data/prepared/manifest.json", help="manifest with the GT masks")
+    sweep.add_argument("--thresholds", type=float, nargs="+",
+                       default=[round(0.05 * i, 2) for i in range(1, 13)], help="tau values (default 0.05 ... 0.60)")
+    sweep.add_argument("--out", default="metrics/sweep.csv", help="CSV of threshold, mIoU")
+    sweep.set_defaults(func=cmd_sweep)
+    dvc = commands.add_parser("dvc-yaml", help="regenerate dvc.yaml from the stage table and params")
+    dvc.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    dvc.add_argument("--configfile", nargs="*", default=[], help="overlays merged over the params file")
+    dvc.add_argument("--out", default="dvc.yaml", help="where to write (default dvc.yaml)")
+    dvc.add_argument("--check", action="store_true", help="exit 2 if the file differs instead of writing it")
+    dvc.set_defaults(func=cmd_dvc_yaml)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskforge", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     add_store_commands(commands)
+    add_pipeline_commands(commands)
     return parser
 
 
@@ -132,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (StoreError, DatasetError) as e:
+    except (StoreError, DatasetError, ConfigError) as e:
         print(f"maskforge: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     return 0

@@ -1,0 +1,87 @@
+"""Class activation maps: classifier training batches, multi-scale + flip inference, seeds.
+
+CAM (Zhou et al., CVPR 2016): M_c = ReLU(w_c · f(x)) for the 1×1 classifier w over backbone
+features f. Inference follows IRN (Ahn et al., CVPR 2019, §3.1): the CAM is summed over scales
+and horizontal flips at full resolution, kept only for the image's labelled classes, and each
+class map is divided by its maximum. Seeds: a constant background score τ is prepended and the
+argmax taken.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from maskforge.augment import color_jitter, random_scale_flip_crop
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def multilabel_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Multi-label soft-margin loss on the GAP logits (image-level labels only)."""
+    images, targets = batch
+    return F.multilabel_soft_margin_loss(model(model.backbone.normalize(images)), targets)
+
+
+def training_batches(images: Sequence[torch.Tensor], labels: torch.Tensor, *, batch_size: int, crop_size: int,
+                     scale_range: tuple[float, float], jitter: float, rng: np.random.Generator) -> Iterator[Batch]:
+    """One epoch of shuffled, augmented batches: float 0..255 B×3×crop×crop and multi-hot B×K."""
+    order = rng.permutation(len(images))
+    for start in range(0, len(order), batch_size):
+        chosen = order[start:start + batch_size]
+        crops = [random_scale_flip_crop(color_jitter(images[i].float(), jitter, rng), crop_size, scale_range, rng)
+                 for i in chosen]
+        yield torch.stack(crops), labels[chosen]
+
+
+@torch.inference_mode()
+def multiscale_cams(model: torch.nn.Module, images: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
+    """Σ over scales of CAM(x_s) + flip(CAM(flip(x_s))), each upsampled to the input size.
+
+    `images`: float 0..255 B×3×H×W of one size; returns B×K×H×W (all classes, unnormalised).
+    An image and its flip run as one batch; channels_last suits the convolutions on CPU and GPU.
+    """
+    b, _, h, w = images.shape
+    total = images.new_zeros((b, model.num_classes, h, w))
+    for scale in scales:
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        scaled = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        both = torch.cat([scaled, scaled.flip(-1)]).contiguous(memory_format=torch.channels_last)
+        cams = model.cams(model.backbone.normalize(both)).float()
+        cams = cams[:b] + cams[b:].flip(-1)
+        total += F.interpolate(cams, size=(h, w), mode="bilinear", align_corners=False)
+    return total
+
+
+def normalise_cams(cams: torch.Tensor, label_ids: Sequence[int]) -> torch.Tensor:
+    """Keep the labelled classes (1-based ids, background excluded) and divide each by its max."""
+    index = torch.as_tensor([c - 1 for c in label_ids], dtype=torch.long, device=cams.device)
+    kept = cams.index_select(0, index)
+    return kept / (kept.flatten(1).amax(dim=1).view(-1, 1, 1) + 1e-5)
+
+
+def cam_argmax(cams: np.ndarray, classes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel, the class id of the strongest labelled CAM and that score (0 where none)."""
+    if len(classes) == 0:
+        shape = cams.shape[-2:]
+        return np.zeros(shape, np.uint8), np.zeros(shape, np.float32)
+    best = cams.argmax(axis=0)
+    return np.asarray(classes, np.uint8)[best], cams.max(axis=0).astype(np.float32)
+
+
+def seeds_from_cams(cams: np.ndarray, classes: Sequence[int], bg_threshold: float) -> np.ndarray:
+    """IRN seeds: prepend a background score τ to the normalised CAMs and take the argmax."""
+    label, score = cam_argmax(cams, classes)
+    return np.where(score > bg_threshold, label, 0).astype(np.uint8)
+
+
+def same_size_batches(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of equal image size (first-seen size order, stable within)."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, size in enumerate(sizes):
+        groups.setdefault(tuple(size), []).append(index)
+    return [members[i:i + batch_size] for members in groups.values() for i in range(0, len(members), batch_size)]
+

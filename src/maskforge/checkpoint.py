@@ -1,0 +1,41 @@
+"""Checkpoint files: written to a temporary name and renamed, read with a clear error."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, truncated or of the wrong kind."""
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """torch.save to `<path>.tmp-<pid>`, fsync, then rename: a crash never leaves a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
+    """Load a checkpoint written by save_checkpoint whose state['kind'] is `kind`."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint; run the stage that trains it first") from None
+    except Exception as exc:  # torch raises several types for truncated/corrupt files
+        raise CheckpointError(f"{path}: unreadable checkpoint ({exc.__class__.__name__}); delete it and retrain") from None
+    if not isinstance(state, dict) or state.get("kind") != kind:
+        raise CheckpointError(f"{path}: not a {kind} checkpoint; point the stage at a {kind} checkpoint")
+    return state

@@ -1,0 +1,81 @@
+"""A resumable training loop shared by the CAM, IRN and segmentation stages.
+
+Randomness is drawn per epoch from (seed, epoch), so a run killed after epoch e and resumed from
+its epoch checkpoint takes exactly the steps an uninterrupted run would have taken.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from maskforge.checkpoint import load_checkpoint, save_checkpoint
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def poly_lr(base_lr: float, step: int, total_steps: int, power: float = 0.9) -> float:
+    """DeepLab/IRN poly schedule: base · (1 − step/total)^power."""
+    return base_lr * (1 - step / max(total_steps, 1)) ** power
+
+
+def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+        loss_fn: Callable[[torch.nn.Module, Batch], torch.Tensor],
+        make_batches: Callable[[np.random.Generator], Iterable[Batch]], *,
+        epochs: int, steps_per_epoch: int, seed: int, resume_path: str | Path,
+        fingerprint: str, device: torch.device, desc: str) -> list[dict[str, Any]]:
+    """Train with poly LR (each param group keeps its base-lr ratio); checkpoint after every epoch.
+
+    `resume_path` holds the last finished epoch; a rerun with the same `fingerprint` (hash of the
+    params and inputs) continues from it, any other fingerprint starts over. Returns the loss
+    curve rows (epoch, step, loss, lr).
+    """
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    start_epoch, rows = 0, []
+    if Path(resume_path).exists():
+        state = load_checkpoint(resume_path, "resume")
+        if state["fingerprint"] == fingerprint:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch, rows = state["epoch"], state["rows"]
+    total = epochs * steps_per_epoch
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, epochs):
+        rng = np.random.default_rng([seed, epoch])
+        torch.manual_seed(int(rng.integers(2**31)))
+        model.train()
+        losses = []
+        progress = tqdm(_take(make_batches(rng), steps_per_epoch), total=steps_per_epoch,
+                        desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=None, mininterval=5)
+        for images, targets in progress:
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = poly_lr(base, step, total)
+            loss = loss_fn(model, (images.to(device), targets.to(device)))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            step += 1
+            progress.set_postfix(loss=f"{loss.item():.4f}")
+        rows.append({"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)),
+                     "lr": optimizer.param_groups[0]["lr"]})
+        print(f"{desc}: epoch {epoch + 1}/{epochs} loss {rows[-1]['loss']:.4f}", flush=True)
+        save_checkpoint(resume_path, {"kind": "resume", "fingerprint": fingerprint, "epoch": epoch + 1,
+                                      "rows": rows, "model": model.state_dict(),
+                                      "optimizer": optimizer.state_dict()})
+    return rows
+
+
+def _take(batches: Iterable[Batch], n: int) -> Iterator[Batch]:
+    for i, batch in enumerate(batches):
+        if i == n:
+            return
+        yield batch
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

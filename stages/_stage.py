@@ -1,0 +1,64 @@
+"""What every stage module shares: arguments from the stage table, params, one-line errors.
+
+A stage's command line is `--params-json JSON` (Snakemake passes the merged, validated config's
+keys for the stage) or `--params-file params.yaml` (DVC), then one `--name PATH` per input and
+output named in workflow/stages.py. Known errors end the process with one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from maskforge.checkpoint import CheckpointError
+from maskforge.config import ConfigError, load_config, select_keys, validate_selection
+from maskforge.data.manifest import DatasetError
+from maskforge.store import StoreError
+from workflow.stages import stage_of_module
+
+
+def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """Parse a stage's arguments (named after its table entry) and load exactly its params keys."""
+    stage = stage_of_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"python -m {module_name}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--params-json", help="the stage's params as JSON (how Snakemake passes them)")
+    source.add_argument("--params-file", default="params.yaml", help="read params from this file (default: params.yaml)")
+    for name in stage.deps:
+        parser.add_argument(f"--{name}", required=True, help=f"input: {stage.deps[name]}")
+    for name in stage.later_round_deps:
+        parser.add_argument(f"--{name}", nargs="?", default=None,
+                            help=f"input for rounds > 0: {stage.later_round_deps[name]}")
+    for name in stage.outs:
+        parser.add_argument(f"--{name}", required=True, help=f"output: {stage.outs[name]}")
+    args = parser.parse_args(argv)
+    if args.params_json is not None:
+        try:
+            params = json.loads(args.params_json)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{stage.name}: --params-json is not valid JSON") from None
+        try:
+            exact = select_keys(params, stage.params) == params
+        except ConfigError:
+            exact = False
+        if not exact:
+            raise ConfigError(f"{stage.name}: --params-json must hold exactly the keys {list(stage.params)}")
+        validate_selection(params, f"{stage.name} --params-json")
+    else:
+        params = select_keys(load_config(args.params_file), stage.params)
+    for name in stage.outs:
+        Path(getattr(args, name)).parent.mkdir(parents=True, exist_ok=True)   # DVC does not create them
+    return args, params
+
+
+def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:
+    """Run a stage's main; known input errors print one line (file and fix) and exit 2."""
+    try:
+        main(argv)
+    except (ConfigError, DatasetError, StoreError, CheckpointError) as exc:
+        print(f"maskforge: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,64 @@
+"""make_cam: multi-scale + flip CAMs of one AE round's classifier for every training image.
+
+Round r > 0 infers on the images its classifier was trained on (regions mined so far erased).
+CAMs are kept for the labelled classes only, each divided by its max, and written as a float16
+CAM store at the image's full resolution. Same-size images share a batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from maskforge.augment import resize_longer_side
+from maskforge.cam import multiscale_cams, normalise_cams, same_size_batches
+from maskforge.checkpoint import load_checkpoint
+from maskforge.data.manifest import Manifest
+from maskforge.erasing import round_image
+from maskforge.models.backbones import create_backbone
+from maskforge.models.cam import CAMNet
+from maskforge.store import StoreWriter, input_digest, open_store
+from maskforge.training import pick_device
+from stages._stage import parse_stage_args, run_stage
+
+BATCH_SIZE = 8
+
+
+def load_cam_model(path: str, num_classes: int, device: torch.device) -> CAMNet:
+    """The trained CAMNet of a cam checkpoint, in eval mode and channels_last."""
+    state = load_checkpoint(path, "cam")
+    model = CAMNet(create_backbone(state["backbone"], None), num_classes)
+    model.load_state_dict(state["model"])
+    return model.to(device, memory_format=torch.channels_last).eval()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args, params = parse_stage_args(__spec__.name, __doc__, argv)
+    infer = params["cam"]["infer"]
+    manifest = Manifest.read(Path(args.prepared) / "manifest.json")
+    regions = open_store(args.regions, kind="region") if args.regions else None
+    device = pick_device()
+    model = load_cam_model(args.ckpt, len(manifest.classes) - 1, device)
+    ids = manifest.ids("train")
+    sizes = [resize_longer_side(torch.empty(1, r.height, r.width), infer["max_side"]).shape[-2:]
+             for r in (manifest.images[i] for i in ids)]
+    inputs = {"prepared": input_digest(args.prepared), "ckpt": input_digest(args.ckpt),
+              **({"regions": input_digest(args.regions)} if args.regions else {})}
+    with StoreWriter(args.store, kind="cam", stage="make_cam", params=params, inputs=inputs,
+                     classes=manifest.classes) as writer:
+        for batch in same_size_batches(sizes, BATCH_SIZE):
+            full = [torch.tensor(round_image(manifest, regions, ids[i])).permute(2, 0, 1) for i in batch]
+            images = torch.stack([resize_longer_side(x, infer["max_side"]) for x in full]).float().to(device)
+            cams = multiscale_cams(model, images, infer["scales"])
+            for i, image, cam in zip(batch, full, cams):
+                cam = F.interpolate(cam[None], size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
+                labels = manifest.label_ids(ids[i])
+                writer.add(ids[i], normalise_cams(cam, labels).cpu().numpy(), classes=labels.tolist())
+    print(f"make_cam: {len(ids)} images, scales {infer['scales']} + flip", flush=True)
+
+
+if __name__ == "__main__":
+    run_stage(main)

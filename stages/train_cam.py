@@ -1,0 +1,59 @@
+"""train_cam: train the CAM classifier of one AE round (GAP + 1×1 classifier, multi-label soft margin).
+
+Round 0 trains on the original images, round r > 0 on images whose regions mined in rounds < r
+are filled with the mean pixel (AE-PSL). A checkpoint is saved every epoch next to the output
+(<ckpt>.resume); a killed run started again resumes from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from maskforge.augment import resize_longer_side
+from maskforge.cam import multilabel_loss, training_batches
+from maskforge.checkpoint import save_checkpoint
+from maskforge.config import canonical_json
+from maskforge.data.manifest import Manifest
+from maskforge.erasing import round_image
+from maskforge.models.backbones import create_backbone
+from maskforge.models.cam import CAMNet
+from maskforge.store import input_digest, open_store
+from maskforge.reporting import write_csv
+from maskforge.training import fit, pick_device
+from stages._stage import parse_stage_args, run_stage
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args, params = parse_stage_args(__spec__.name, __doc__, argv)
+    cam, train = params["cam"], params["cam"]["train"]
+    manifest = Manifest.read(Path(args.prepared) / "manifest.json")
+    regions = open_store(args.regions, kind="region") if args.regions else None
+    ids = manifest.ids("train")
+    images = [resize_longer_side(torch.tensor(round_image(manifest, regions, i)).permute(2, 0, 1), train["max_side"])
+              for i in ids]
+    labels = torch.stack([torch.from_numpy(manifest.multi_hot(i)) for i in ids])
+
+    torch.manual_seed(train["seed"])
+    device = pick_device()
+    model = CAMNet(create_backbone(cam["backbone"], cam["weights"]), len(manifest.classes) - 1,
+                   freeze_bn=train["freeze_bn"]).to(device)
+    optimizer = torch.optim.SGD(model.param_groups(train["lr"], train["weight_decay"]), lr=train["lr"], momentum=0.9)
+    steps = -(-len(ids) // train["batch_size"])
+    inputs = {"prepared": input_digest(args.prepared), **({"regions": input_digest(args.regions)} if args.regions else {})}
+    rows = fit(model, optimizer, multilabel_loss,
+               lambda rng: training_batches(images, labels, batch_size=train["batch_size"], crop_size=train["crop_size"],
+                                            scale_range=tuple(train["scale_range"]), jitter=train["color_jitter"], rng=rng),
+               epochs=train["epochs"], steps_per_epoch=steps, seed=train["seed"],
+               resume_path=f"{args.ckpt}.resume", fingerprint=canonical_json({"params": params, "inputs": inputs}),
+               device=device, desc=Path(args.ckpt).stem)
+    save_checkpoint(args.ckpt, {"kind": "cam", "backbone": cam["backbone"], "classes": manifest.classes,
+                                "params": params, "inputs": inputs, "model": model.state_dict()})
+    write_csv(args.curve, rows)
+    Path(f"{args.ckpt}.resume").unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    run_stage(main)

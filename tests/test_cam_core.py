@@ -1,0 +1,66 @@
+"""CAM inference, normalisation and seeds on hand-built tensors (no files, no trained model)."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from maskforge.cam import cam_argmax, multiscale_cams, normalise_cams, same_size_batches, seeds_from_cams
+
+
+class PixelCAM(torch.nn.Module):
+    """A fake CAM model: class k's map is the k-th input channel (ReLU), at full resolution."""
+    num_classes = 3
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = self
+        self.calls = []
+
+    def normalize(self, images):
+        return images
+
+    def cams(self, x):
+        self.calls.append(tuple(x.shape))
+        return F.relu(x[:, :3])
+
+
+def test_multiscale_cams_sum_scales_and_flips_in_one_batch_per_scale():
+    model = PixelCAM()
+    images = torch.rand(2, 3, 8, 12) * 255
+    cams = multiscale_cams(model, images, [1.0])
+    assert torch.allclose(cams, 2 * images)          # CAM + flip(CAM(flip)) of a per-pixel map = 2×
+    assert model.calls == [(4, 3, 8, 12)]            # image and flip in one batch
+    model.calls.clear()
+    cams = multiscale_cams(model, images, [1.0, 0.5])
+    assert cams.shape == (2, 3, 8, 12) and model.calls == [(4, 3, 8, 12), (4, 3, 4, 6)]
+
+
+def test_normalise_keeps_labelled_classes_each_with_max_one():
+    cams = torch.rand(5, 6, 6) * 7
+    out = normalise_cams(cams, [2, 5])
+    assert out.shape == (2, 6, 6)
+    assert torch.allclose(out.flatten(1).amax(1), torch.ones(2), atol=1e-4)
+    assert torch.allclose(out[1], cams[4] / (cams[4].max() + 1e-5))
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5, 0.9])
+def test_seeds_take_background_where_no_cam_exceeds_tau(tau):
+    cams = np.stack([np.linspace(0, 1, 16).reshape(4, 4), np.linspace(1, 0, 16).reshape(4, 4)]).astype(np.float32)
+    seeds = seeds_from_cams(cams, [3, 7], tau)
+    best = np.where(cams[0] >= cams[1], 3, 7)
+    assert ((seeds == 0) == (cams.max(0) <= tau)).all()
+    assert (seeds[seeds > 0] == best[seeds > 0]).all()
+
+
+def test_cam_argmax_of_an_image_without_labels_is_background():
+    label, score = cam_argmax(np.zeros((0, 3, 4), np.float32), [])
+    assert label.shape == (3, 4) and not label.any() and not score.any()
+
+
+def test_same_size_batches_group_by_size_and_cover_every_index_once():
+    sizes = [(2, 3), (3, 2), (2, 3), (2, 3), (3, 2)]
+    batches = same_size_batches(sizes, 2)
+    assert sorted(i for b in batches for i in b) == list(range(5))
+    assert all(len({sizes[i] for i in b}) == 1 and len(b) <= 2 for b in batches)
+    assert batches[0] == [0, 2]

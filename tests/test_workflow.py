@@ -1,0 +1,93 @@
+"""The stage table, dvc.yaml and the Snakefile describe one DAG: same jobs, deps, outs, params, args."""
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from maskforge.config import load_config, select_keys
+from workflow.stages import STAGES, code_files, dvc_yaml, render_dvc_yaml
+
+
+def test_dvc_yaml_is_generated_from_the_table():
+    with open("dvc.yaml") as f:
+        assert f.read() == render_dvc_yaml(load_config()), "dvc.yaml is stale: run `maskforge dvc-yaml`"
+
+
+def snakemake_plan(*extra):
+    """Every job Snakemake would run, parsed from a forced dry run: name → inputs, outputs, argv."""
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--cores", "1", *extra],
+                         capture_output=True, text=True, check=True).stdout
+    jobs = {}
+    for block in re.split(r"\n(?=rule \w+:)", out)[1:]:
+        rule = re.match(r"rule (\w+):", block).group(1)
+        if rule == "all":
+            continue
+        fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
+        wildcards = dict(w.split("=", 1) for w in fields.get("wildcards", "").split(", ") if w)
+        command = re.search(r"^Shell command: (.*)$", block, re.M).group(1)
+        jobs[STAGES[rule].dvc_name.format(**wildcards)] = {
+            "deps": set(fields.get("input", "").split(", ")) - {""},
+            "outs": set(fields["output"].split(", ")),
+            "argv": shlex.split(command.split(" > ")[0]),
+        }
+    return jobs
+
+
+def stage_args(argv):
+    """(module, params source, {--name: value}) with empty optional inputs dropped."""
+    module, source, rest = argv[2], argv[3:5], argv[5:]
+    named, i = {}, 0
+    while i < len(rest):
+        if i + 1 < len(rest) and not rest[i + 1].startswith("--"):
+            named[rest[i]] = rest[i + 1]
+            i += 2
+        else:
+            i += 1
+    return module, source, named
+
+
+def assert_same_graph(plan, dvc):
+    assert set(plan) == set(dvc["stages"])
+    for name, stage in dvc["stages"].items():
+        job = plan[name]
+        outs = set(stage.get("outs", [])) | {k for m in stage.get("metrics", []) + stage.get("plots", []) for k in m}
+        assert job["deps"] == set(stage["deps"]), name
+        assert job["outs"] == outs, name
+        smk_module, smk_source, smk_args = stage_args(job["argv"])
+        dvc_module, dvc_source, dvc_args = stage_args(shlex.split(stage["cmd"]))
+        assert (smk_module, smk_args) == (dvc_module, dvc_args), name
+        assert dvc_source == ["--params-file", "params.yaml"] and smk_source[0] == "--params-json"
+        passed = json.loads(smk_source[1])
+        assert select_keys(passed, stage.get("params", [])) == passed, f"{name}: Snakemake passes undeclared keys"
+
+
+@pytest.mark.slow
+def test_snakefile_and_dvc_yaml_plan_the_same_jobs():
+    with open("dvc.yaml") as f:
+        assert_same_graph(snakemake_plan(), yaml.safe_load(f))
+
+
+@pytest.mark.slow
+def test_engines_agree_under_an_overlay(tmp_path):
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text("ae:\n  rounds: 2\ncam:\n  bg_threshold: 0.3\n")
+    plan = snakemake_plan("--configfile", str(overlay))
+    assert "train_cam_r2" not in plan and "train_cam_r1" in plan
+    assert_same_graph(plan, dvc_yaml(load_config("params.yaml", [overlay])))
+    assert json.loads(plan["seeds"]["argv"][4]) == {"cam": {"bg_threshold": 0.3}}
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_declared_code_is_what_the_stage_imports(name):
+    """Editing any core module a stage imports must rerun it, so each must be a declared dep."""
+    probe = ("import sys, os, importlib; importlib.import_module(sys.argv[1]); "
+             "print('\\n'.join(os.path.relpath(m.__file__) for n, m in list(sys.modules.items()) "
+             "if n.startswith(('maskforge.', 'stages.')) and m.__file__ and not m.__file__.endswith('__init__.py')))")
+    loaded = subprocess.run([sys.executable, "-c", probe, f"stages.{name}"], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert set(loaded) == set(code_files(STAGES[name]))

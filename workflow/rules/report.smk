@@ -1,0 +1,41 @@
+# Scoring: every store the graph produces is evaluated against the GT of the train split.
+# CAM stores are scored by a threshold sweep (evaluate_cam); every other store by evaluate.
+
+ruleorder: evaluate_cam > evaluate
+
+
+rule evaluate_cam:
+    input:
+        code=stage_code("evaluate_cam"),
+        prepared="data/prepared",
+        store="data/stores/{store}",
+    output:
+        metrics="metrics/{store}.json",
+        sweep="metrics/{store}_sweep.csv",
+    params:
+        values=stage_params("evaluate_cam"),
+    wildcard_constraints:
+        store=r"cam_r\d+",
+    log:
+        "logs/evaluate_{store}.log",
+    benchmark:
+        "benchmarks/runs/evaluate_{store}.tsv"
+    shell:
+        stage_shell("evaluate_cam")
+
+
+rule evaluate:
+    input:
+        code=stage_code("evaluate"),
+        prepared="data/prepared",
+        store="data/stores/{store}",
+    output:
+        metrics="metrics/{store}.json",
+    params:
+        values=stage_params("evaluate"),
+    log:
+        "logs/evaluate_{store}.log",
+    benchmark:
+        "benchmarks/runs/evaluate_{store}.tsv"
+    shell:
+        stage_shell("evaluate")

@@ -1,0 +1,265 @@
+"""The stage table: the one description of the DAG that both engines follow.
+
+Each Stage names its module (stages/<name>.py), the exact params keys it reads, and its named
+inputs and outputs (each becomes a `--name PATH` argument). Its code dependencies are read from
+the imports of its module, followed through the core package, so editing any file it uses reruns it. `jobs(config)` expands the table for a config (one job per AE round,
+one evaluation per store); `dvc_yaml(config)` renders dvc.yaml from those jobs, and the
+Snakefile's rules use `params_json`, `code_files` and `shell_command` from here. A test runs
+both engines' planners and checks that they agree job by job.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Mapping
+
+from maskforge.config import canonical_json, select_keys
+
+PREPARED = "data/prepared"
+MANIFEST = f"{PREPARED}/manifest.json"
+STORES = "data/stores"
+MODELS = "data/models"
+METRICS = "metrics"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str                            # Snakemake rule name; DVC stage name before wildcards
+    params: tuple[str, ...]              # dotted params keys the stage reads, and only those
+    deps: Mapping[str, str]              # --name → path template ({round}, {prev}, {store})
+    outs: Mapping[str, str]
+    wildcard: str | None = None          # "round" or "store"
+    later_round_deps: Mapping[str, str] = field(default_factory=dict)  # only for round > 0
+    metrics: tuple[str, ...] = ()        # outs that are DVC metrics (not cached)
+    plots: tuple[str, ...] = ()          # outs that are DVC plots (not cached)
+    directories: tuple[str, ...] = ()    # outs that are directories (stores, prepared data)
+    store_kind: str | None = None        # kind of the store in outs["store"], if any
+    gpu: int = 0
+
+    @property
+    def module(self) -> str:
+        return f"stages.{self.name}"
+
+    @property
+    def dvc_name(self) -> str:
+        return {"round": f"{self.name}_r{{round}}", "store": "evaluate_{store}"}.get(self.wildcard, self.name)
+
+
+STAGES: dict[str, Stage] = {s.name: s for s in [
+    Stage(
+        name="prepare",
+        params=("dataset",),
+        deps={},
+        outs={"prepared": PREPARED},
+        directories=("prepared",),
+    ),
+    Stage(
+        name="train_cam",
+        wildcard="round",
+        params=("cam.backbone", "cam.weights", "cam.train"),
+        deps={"prepared": PREPARED},
+        later_round_deps={"regions": f"{STORES}/regions_r{{prev}}"},
+        outs={"ckpt": f"{MODELS}/cam_r{{round}}.pt", "curve": f"{METRICS}/train_cam_r{{round}}.csv"},
+        plots=("curve",),
+        gpu=1,
+    ),
+    Stage(
+        name="make_cam",
+        wildcard="round",
+        params=("cam.infer",),
+        deps={"prepared": PREPARED, "ckpt": f"{MODELS}/cam_r{{round}}.pt"},
+        later_round_deps={"regions": f"{STORES}/regions_r{{prev}}"},
+        outs={"store": f"{STORES}/cam_r{{round}}"},
+        directories=("store",),
+        store_kind="cam",
+        gpu=1,
+    ),
+    Stage(
+        name="erase",
+        wildcard="round",
+        params=("ae.erase_threshold",),
+        deps={"cams": f"{STORES}/cam_r{{round}}"},
+        later_round_deps={"regions": f"{STORES}/regions_r{{prev}}"},
+        outs={"store": f"{STORES}/regions_r{{round}}"},
+        directories=("store",),
+        store_kind="region",
+    ),
+    Stage(
+        name="seeds",
+        params=("cam.bg_threshold",),
+        deps={"cams": f"{STORES}/cam_r0"},
+        outs={"store": f"{STORES}/seeds"},
+        directories=("store",),
+        store_kind="mask",
+    ),
+    Stage(
+        name="evaluate",
+        wildcard="store",
+        params=(),
+        deps={"prepared": PREPARED, "store": f"{STORES}/{{store}}"},
+        outs={"metrics": f"{METRICS}/{{store}}.json"},
+        metrics=("metrics",),
+    ),
+    Stage(
+        name="evaluate_cam",
+        wildcard="store",
+        params=("evaluate.thresholds",),
+        deps={"prepared": PREPARED, "store": f"{STORES}/{{store}}"},
+        outs={"metrics": f"{METRICS}/{{store}}.json", "sweep": f"{METRICS}/{{store}}_sweep.csv"},
+        metrics=("metrics",),
+        plots=("sweep",),
+    ),
+]}
+
+
+@dataclass(frozen=True)
+class Job:
+    stage: Stage
+    wildcards: Mapping[str, str]
+    deps: Mapping[str, str]
+    outs: Mapping[str, str]
+
+    @property
+    def name(self) -> str:
+        return self.stage.dvc_name.format(**self.wildcards)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module_path(module: str) -> Path | None:
+    """The repo file of a `maskforge.*` or `stages.*` module (None for anything else)."""
+    parts = module.split(".")
+    base = {"maskforge": ROOT / "src", "stages": ROOT}.get(parts[0])
+    if base is None:
+        return None
+    path = base.joinpath(*parts)
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+@cache
+def _imports(path: Path, module: str) -> frozenset[str]:
+    """Modules named by the import statements of one file (relative imports resolved)."""
+    names = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)   # `from pkg import module`
+    return frozenset(names)
+
+
+def code_files(stage: Stage) -> list[str]:
+    """The files whose edits must rerun `stage`: its module and every project module it imports,
+    directly or through others (package __init__ files hold no code and are left out)."""
+    seen: dict[str, Path] = {}
+    todo = [stage.module]
+    while todo:
+        module = todo.pop()
+        path = _module_path(module)
+        if module in seen or path is None or not path.exists():
+            continue
+        seen[module] = path
+        todo.extend(sorted(_imports(path, module)))
+    files = [p.relative_to(ROOT).as_posix() for p in seen.values() if p.name != "__init__.py"]
+    return sorted(files, key=lambda f: (not f.startswith("stages/"), f))
+
+
+def params_json(stage: Stage, config: Mapping[str, Any]) -> str:
+    """The stage's params as canonical JSON: one value, so any change or swap reruns it."""
+    return canonical_json(select_keys(config, stage.params))
+
+
+def _expand(stage: Stage, wildcards: dict[str, str]) -> Job:
+    fill = dict(wildcards)
+    templates = dict(stage.deps)
+    if stage.wildcard == "round" and int(wildcards["round"]) > 0:
+        fill["prev"] = str(int(wildcards["round"]) - 1)
+        templates.update(stage.later_round_deps)
+    deps = {k: v.format(**fill) for k, v in templates.items()}
+    outs = {k: v.format(**fill) for k, v in stage.outs.items()}
+    return Job(stage, wildcards, deps, outs)
+
+
+def jobs(config: Mapping[str, Any]) -> list[Job]:
+    """Every job of the DAG for `config`, upstream first."""
+    rounds = range(config["ae"]["rounds"])
+    listed: list[Job] = []
+    for stage in STAGES.values():
+        if stage.wildcard is None:
+            listed.append(_expand(stage, {}))
+        elif stage.wildcard == "round":
+            listed.extend(_expand(stage, {"round": str(r)}) for r in rounds)
+    stores = [(job.outs["store"], job.stage.store_kind) for job in listed if job.stage.store_kind]
+    for path, kind in stores:
+        evaluator = STAGES["evaluate_cam" if kind == "cam" else "evaluate"]
+        listed.append(_expand(evaluator, {"store": path.removeprefix(f"{STORES}/")}))
+    return listed
+
+
+def final_targets(config: Mapping[str, Any]) -> list[str]:
+    """What `rule all` asks for: every metrics file (which pulls in every store)."""
+    return [out for job in jobs(config) for key, out in job.outs.items() if key in job.stage.metrics]
+
+
+def command(job: Job, params_arg: str) -> str:
+    """The stage's command line; `params_arg` is how params reach it (JSON or params.yaml)."""
+    args = [f"--{k} {v}" for k, v in {**job.deps, **job.outs}.items()]
+    return " ".join([f"python -m {job.stage.module}", params_arg, *args])
+
+
+def shell_command(stage: Stage) -> str:
+    """The Snakemake `shell:` of a rule: same arguments as the DVC cmd, params as JSON."""
+    args = [f"--{k} {{input.{k}}}" for k in {**stage.deps, **stage.later_round_deps}]
+    args += [f"--{k} {{output.{k}}}" for k in stage.outs]
+    return " ".join([f"python -m {stage.module}", "--params-json {params.values:q}", *args, "> {log} 2>&1"])
+
+
+def dvc_yaml(config: Mapping[str, Any]) -> dict[str, Any]:
+    """dvc.yaml for `config` (DVC templating has no arithmetic, so each AE round is listed)."""
+    stages: dict[str, Any] = {}
+    for job in jobs(config):
+        stage = job.stage
+        entry: dict[str, Any] = {
+            "cmd": command(job, "--params-file params.yaml"),
+            "deps": code_files(stage) + list(job.deps.values()),
+        }
+        if stage.params:
+            entry["params"] = list(stage.params)
+        entry["outs"] = [v for k, v in job.outs.items() if k not in stage.metrics + stage.plots]
+        if stage.metrics:
+            entry["metrics"] = [{job.outs[k]: {"cache": False}} for k in stage.metrics]
+        if stage.plots:
+            entry["plots"] = [{job.outs[k]: {"cache": False}} for k in stage.plots]
+        if not entry["outs"]:
+            del entry["outs"]
+        stages[job.name] = entry
+    return {"stages": stages}
+
+
+def stage_of_module(module_name: str) -> Stage:
+    """The table entry for `stages.<name>` (used by the stage modules themselves)."""
+    name = re.sub(r"^stages\.", "", module_name)
+    return STAGES[name]
+
+
+DVC_YAML_HEADER = (
+    "# Generated from workflow/stages.py and params.yaml by `maskforge dvc-yaml`: do not edit by hand.\n"
+    "# Regenerate after changing the stage table or ae.rounds; tests/test_workflow.py fails while it is stale.\n"
+)
+
+
+def render_dvc_yaml(config: Mapping[str, Any]) -> str:
+    """dvc.yaml's text for `config`: the header, then the stages in DAG order."""
+    import yaml
+    return DVC_YAML_HEADER + yaml.safe_dump(dvc_yaml(config), sort_keys=False, width=1000)
