@@ -2,7 +2,7 @@
 
 Round r > 0 infers on the images its classifier was trained on (regions mined so far erased).
 CAMs are kept for the labelled classes only, each divided by its max, and written as a float16
-CAM store at the image's full resolution. Same-size images share a batch.
+CAM store at the image's full resolution. Same-size images share a batch (cam.infer.batch_size).
 """
 
 from __future__ import annotations
@@ -24,13 +24,10 @@ from maskforge.store import StoreWriter, input_digest, open_store
 from maskforge.training import pick_device
 from stages._stage import parse_stage_args, run_stage
 
-BATCH_SIZE = 8
-
-
 def load_cam_model(path: str, num_classes: int, device: torch.device) -> CAMNet:
     """The trained CAMNet of a cam checkpoint, in eval mode and channels_last."""
     state = load_checkpoint(path, "cam")
-    model = CAMNet(create_backbone(state["backbone"], None), num_classes)
+    model = CAMNet(create_backbone(state["backbone"], None, state["output_stride"]), num_classes)
     model.load_state_dict(state["model"])
     return model.to(device, memory_format=torch.channels_last).eval()
 
@@ -49,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> None:
               **({"regions": input_digest(args.regions)} if args.regions else {})}
     with StoreWriter(args.store, kind="cam", stage="make_cam", params=params, inputs=inputs,
                      classes=manifest.classes) as writer:
-        for batch in same_size_batches(sizes, BATCH_SIZE):
+        for batch in same_size_batches(sizes, infer["batch_size"]):
             full = [torch.tensor(round_image(manifest, regions, ids[i])).permute(2, 0, 1) for i in batch]
             images = torch.stack([resize_longer_side(x, infer["max_side"]) for x in full]).float().to(device)
             cams = multiscale_cams(model, images, infer["scales"])

@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     torch.manual_seed(train["seed"])
     device = pick_device()
-    model = CAMNet(create_backbone(cam["backbone"], cam["weights"]), len(manifest.classes) - 1,
+    model = CAMNet(create_backbone(cam["backbone"], cam["weights"], cam["output_stride"]), len(manifest.classes) - 1,
                    freeze_bn=train["freeze_bn"]).to(device)
     optimizer = torch.optim.SGD(model.param_groups(train["lr"], train["weight_decay"]), lr=train["lr"], momentum=0.9)
     steps = -(-len(ids) // train["batch_size"])
@@ -49,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                epochs=train["epochs"], steps_per_epoch=steps, seed=train["seed"],
                resume_path=f"{args.ckpt}.resume", fingerprint=canonical_json({"params": params, "inputs": inputs}),
                device=device, desc=Path(args.ckpt).stem)
-    save_checkpoint(args.ckpt, {"kind": "cam", "backbone": cam["backbone"], "classes": manifest.classes,
+    save_checkpoint(args.ckpt, {"kind": "cam", "backbone": cam["backbone"], "output_stride": cam["output_stride"],
+                                "classes": manifest.classes,
                                 "params": params, "inputs": inputs, "model": model.state_dict()})
     write_csv(args.curve, rows)
     Path(f"{args.ckpt}.resume").unlink(missing_ok=True)

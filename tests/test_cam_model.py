@@ -11,15 +11,6 @@ from maskforge.models.backbones import create_backbone
 from maskforge.models.cam import CAMNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machines share two cores between workers: one thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

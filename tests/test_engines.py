@@ -16,7 +16,7 @@ from maskforge.config import load_config
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 GENERATED = {"data/prepared", "data/stores", "data/models", "metrics", "logs", "benchmarks/runs", ".snakemake",
-             ".venv", ".git", ".dvc", ".pytest_cache"}
+             ".venv", ".git", ".dvc/cache", ".dvc/tmp", "dvc.lock", ".pytest_cache"}
 BIN = Path(sys.executable).parent
 
 
@@ -94,9 +94,7 @@ def test_dvc_repro_runs_the_same_graph(tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(load_config(repo / "params.yaml", [repo / "tests/configs/tiny.yaml"]),
                                                      sort_keys=False))
     sh(repo, str(BIN / "maskforge"), "dvc-yaml")
-    sh(repo, "git", "init", "-q")
-    sh(repo, str(BIN / "dvc"), "init", "-q")
-    sh(repo, str(BIN / "dvc"), "config", "core.analytics", "false")
+    sh(repo, "git", "init", "-q")                      # a clone: the project's own .dvc/ is already there
     sh(repo, str(BIN / "dvc"), "repro")
     names = sorted(p.name for p in (repo / "metrics").glob("*.json"))
     assert names == ["cam_r0.json", "cam_r1.json", "regions_r0.json", "regions_r1.json", "seeds.json"]
@@ -106,3 +104,18 @@ def test_dvc_repro_runs_the_same_graph(tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = re.findall(r"Running stage '([\w]+)'", sh(repo, str(BIN / "dvc"), "repro").stdout)
     assert sorted(ran) == ["evaluate_seeds", "seeds"]
+    params["ae"]["rounds"] = 1                          # fewer AE rounds: regenerate dvc.yaml, nothing reruns
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(repo, str(BIN / "maskforge"), "dvc-yaml")
+    assert re.findall(r"Running stage '([\w]+)'", sh(repo, str(BIN / "dvc"), "repro").stdout) == []
+
+
+def test_overlay_naming_another_voc_root_runs(tiny_voc, tmp_path):
+    """An overlay that names only dataset.root points the whole graph at another VOC-layout folder."""
+    repo = copy_repo(tmp_path / "repo")
+    overlay = tmp_path / "root.yaml"
+    overlay.write_text(yaml.safe_dump({"dataset": {"root": str(tiny_voc)}}))
+    snakemake(repo, "--configfile", "tests/configs/tiny.yaml", str(overlay))
+    manifest = json.loads((repo / "data/prepared/manifest.json").read_text())
+    assert manifest["format"] == "voc" and manifest["splits"]["train"] == ["a", "b", "c"]
+    assert json.loads((repo / "metrics/seeds.json").read_text())["images"] == 3

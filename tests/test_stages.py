@@ -6,36 +6,17 @@ import sys
 
 import numpy as np
 import pytest
-import yaml
 
-from maskforge.config import load_config
+from maskforge.cli import main as maskforge_main
 from maskforge.data.manifest import Manifest
 from maskforge.store import open_store
-from stages import erase, evaluate, evaluate_cam, make_cam, prepare, seeds, train_cam
+from pipeline import run_cam_pipeline
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """Two AE rounds of the whole CAM part, each stage called as the engines call it."""
-    root = tmp_path_factory.mktemp("run")
-    params = root / "params.yaml"
-    params.write_text(yaml.safe_dump(load_config("params.yaml", ["tests/configs/tiny.yaml"])))
-    p = ["--params-file", str(params)]
-    d = {name: str(root / name) for name in
-         ["prepared", "cam_r0.pt", "cam_r1.pt", "curve_r0.csv", "curve_r1.csv", "cam_r0", "cam_r1",
-          "regions_r0", "regions_r1", "seeds", "seeds.json", "regions_r1.json", "cam_r0.json", "sweep.csv"]}
-    prepare.main(p + ["--prepared", d["prepared"]])
-    for r in (0, 1):
-        previous = ["--regions", d["regions_r0"]] if r else []
-        train_cam.main(p + ["--prepared", d["prepared"], *previous, "--ckpt", d[f"cam_r{r}.pt"], "--curve", d[f"curve_r{r}.csv"]])
-        make_cam.main(p + ["--prepared", d["prepared"], "--ckpt", d[f"cam_r{r}.pt"], *previous, "--store", d[f"cam_r{r}"]])
-        erase.main(p + ["--cams", d[f"cam_r{r}"], *previous, "--store", d[f"regions_r{r}"]])
-    seeds.main(p + ["--cams", d["cam_r0"], "--store", d["seeds"]])
-    evaluate.main(p + ["--prepared", d["prepared"], "--store", d["seeds"], "--metrics", d["seeds.json"]])
-    evaluate.main(p + ["--prepared", d["prepared"], "--store", d["regions_r1"], "--metrics", d["regions_r1.json"]])
-    evaluate_cam.main(p + ["--prepared", d["prepared"], "--store", d["cam_r0"], "--metrics", d["cam_r0.json"],
-                           "--sweep", d["sweep.csv"]])
-    return d
+    """Two AE rounds of the whole CAM part on the tiny config."""
+    return run_cam_pipeline(tmp_path_factory.mktemp("run"), ["tests/configs/tiny.yaml"], rounds=2)
 
 
 def test_manifest_lists_the_synthetic_split(run):
@@ -73,6 +54,14 @@ def test_metrics_files_have_the_documented_keys(run):
     cam = json.load(open(run["cam_r0.json"]))
     assert cam["bg_threshold"] in (0.1, 0.3)
     assert open(run["sweep.csv"]).read().splitlines()[0] == "threshold,miou"
+
+
+def test_sweep_command_scores_cached_cams_without_inference(run, tmp_path, capsys):
+    out = tmp_path / "sweep.csv"
+    assert maskforge_main(["sweep", run["cam_r0"], "--manifest", f"{run['prepared']}/manifest.json",
+                           "--thresholds", "0.1", "0.3", "--out", str(out)]) == 0
+    assert out.read_text() == open(run["sweep.csv"]).read()       # same numbers as evaluate_cam's sweep
+    assert "best bg_threshold" in capsys.readouterr().out
 
 
 def test_curve_and_checkpoint_written(run):

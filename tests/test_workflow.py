@@ -91,3 +91,10 @@ def test_declared_code_is_what_the_stage_imports(name):
     loaded = subprocess.run([sys.executable, "-c", probe, f"stages.{name}"], capture_output=True, text=True,
                             check=True).stdout.split()
     assert set(loaded) == set(code_files(STAGES[name]))
+
+
+@pytest.mark.slow
+def test_snakemake_plans_on_msrc_with_the_same_graph():
+    plan = snakemake_plan("--configfile", "configs/msrc.yaml")
+    assert_same_graph(plan, dvc_yaml(load_config("params.yaml", ["configs/msrc.yaml"])))
+    assert json.loads(plan["prepare"]["argv"][4])["dataset"]["root"] == "../shared/datasets/msrc"

@@ -60,7 +60,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage(
         name="train_cam",
         wildcard="round",
-        params=("cam.backbone", "cam.weights", "cam.train"),
+        params=("cam.backbone", "cam.weights", "cam.output_stride", "cam.train"),
         deps={"prepared": PREPARED},
         later_round_deps={"regions": f"{STORES}/regions_r{{prev}}"},
         outs={"ckpt": f"{MODELS}/cam_r{{round}}.pt", "curve": f"{METRICS}/train_cam_r{{round}}.csv"},

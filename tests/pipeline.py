@@ -1,0 +1,34 @@
+"""Run the CAM + AE stages in DAG order through their main()s, as both engines call them."""
+
+from pathlib import Path
+
+import yaml
+
+from maskforge.config import load_config
+from stages import erase, evaluate, evaluate_cam, make_cam, prepare, seeds, train_cam
+
+
+def run_cam_pipeline(root: Path, overlays: list, rounds: int) -> dict[str, str]:
+    """params.yaml + overlays → every store and metrics file of `rounds` AE rounds under root."""
+    root.mkdir(parents=True, exist_ok=True)
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump(load_config("params.yaml", overlays)))
+    p = ["--params-file", str(params)]
+    d = {"prepared": str(root / "prepared")}
+    prepare.main(p + ["--prepared", d["prepared"]])
+    for r in range(rounds):
+        previous = ["--regions", d[f"regions_r{r - 1}"]] if r else []
+        d.update({f"cam_r{r}.pt": str(root / f"cam_r{r}.pt"), f"curve_r{r}.csv": str(root / f"curve_r{r}.csv"),
+                  f"cam_r{r}": str(root / f"cam_r{r}"), f"regions_r{r}": str(root / f"regions_r{r}")})
+        train_cam.main(p + ["--prepared", d["prepared"], *previous, "--ckpt", d[f"cam_r{r}.pt"], "--curve", d[f"curve_r{r}.csv"]])
+        make_cam.main(p + ["--prepared", d["prepared"], "--ckpt", d[f"cam_r{r}.pt"], *previous, "--store", d[f"cam_r{r}"]])
+        erase.main(p + ["--cams", d[f"cam_r{r}"], *previous, "--store", d[f"regions_r{r}"]])
+        d[f"regions_r{r}.json"] = str(root / f"regions_r{r}.json")
+        evaluate.main(p + ["--prepared", d["prepared"], "--store", d[f"regions_r{r}"], "--metrics", d[f"regions_r{r}.json"]])
+    d.update({"seeds": str(root / "seeds"), "seeds.json": str(root / "seeds.json"),
+              "cam_r0.json": str(root / "cam_r0.json"), "sweep.csv": str(root / "sweep.csv")})
+    seeds.main(p + ["--cams", d["cam_r0"], "--store", d["seeds"]])
+    evaluate.main(p + ["--prepared", d["prepared"], "--store", d["seeds"], "--metrics", d["seeds.json"]])
+    evaluate_cam.main(p + ["--prepared", d["prepared"], "--store", d["cam_r0"], "--metrics", d["cam_r0.json"],
+                           "--sweep", d["sweep.csv"]])
+    return d
