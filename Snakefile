@@ -10,6 +10,7 @@ configfile: "params.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/cam.smk"
+include: "workflow/rules/refine.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -5,11 +5,13 @@ from pathlib import Path
 import yaml
 
 from maskforge.config import load_config
-from stages import erase, evaluate, evaluate_cam, make_cam, prepare, seeds, train_cam
+from stages import (assemble_ae, crf, erase, evaluate, evaluate_cam, evaluate_saliency, make_cam, prepare, saliency,
+                    seeds, train_cam)
 
 
-def run_cam_pipeline(root: Path, overlays: list, rounds: int) -> dict[str, str]:
-    """params.yaml + overlays → every store and metrics file of `rounds` AE rounds under root."""
+def run_cam_pipeline(root: Path, overlays: list, rounds: int, refine: bool = True) -> dict[str, str]:
+    """params.yaml + overlays → every store and metrics file of the graph (`rounds` AE rounds) under root;
+    without `refine`, only the CAM/AE part (no saliency, assembly or CRF)."""
     root.mkdir(parents=True, exist_ok=True)
     params = root / "params.yaml"
     params.write_text(yaml.safe_dump(load_config("params.yaml", overlays)))
@@ -31,4 +33,17 @@ def run_cam_pipeline(root: Path, overlays: list, rounds: int) -> dict[str, str]:
     evaluate.main(p + ["--prepared", d["prepared"], "--store", d["seeds"], "--metrics", d["seeds.json"]])
     evaluate_cam.main(p + ["--prepared", d["prepared"], "--store", d["cam_r0"], "--metrics", d["cam_r0.json"],
                            "--sweep", d["sweep.csv"]])
+    if not refine:
+        return d
+    for name in ("saliency", "assemble_ae", "seeds_crf", "assemble_ae_crf"):
+        d[name], d[f"{name}.json"] = str(root / name), str(root / f"{name}.json")
+    d["ignored.json"] = str(root / "ignored.json")
+    saliency.main(p + ["--prepared", d["prepared"], "--store", d["saliency"]])
+    evaluate_saliency.main(p + ["--prepared", d["prepared"], "--store", d["saliency"], "--metrics", d["saliency.json"]])
+    assemble_ae.main(p + ["--regions", d[f"regions_r{rounds - 1}"], "--saliency", d["saliency"], "--store",
+                          d["assemble_ae"], "--ignored", d["ignored.json"]])
+    for source in ("seeds", "assemble_ae"):
+        crf.main(p + ["--prepared", d["prepared"], "--masks", d[source], "--store", d[f"{source}_crf"]])
+    for name in ("assemble_ae", "seeds_crf", "assemble_ae_crf"):
+        evaluate.main(p + ["--prepared", d["prepared"], "--store", d[name], "--metrics", d[f"{name}.json"]])
     return d

@@ -36,7 +36,7 @@ def metric(path, key):
 
 
 def test_ae_rounds_raise_recall_of_mined_regions_on_synthetic(tmp_path):
-    run = run_cam_pipeline(tmp_path, ["tests/configs/quality.yaml"], rounds=3)
+    run = run_cam_pipeline(tmp_path, ["tests/configs/quality.yaml"], rounds=3, refine=False)
     recall = [metric(run[f"regions_r{r}.json"], "fg_recall") for r in range(3)]
     precision = [metric(run[f"regions_r{r}.json"], "fg_precision") for r in range(3)]
     print(f"synthetic AE: fg recall {recall}, precision {precision}")
@@ -69,7 +69,7 @@ def msrc_subset(tmp_path):
 def test_msrc_seeds_beat_trivial_baselines(msrc_subset, tmp_path):
     overlay = tmp_path / "root.yaml"
     overlay.write_text(yaml.safe_dump({"dataset": {"root": str(msrc_subset)}}))
-    run = run_cam_pipeline(tmp_path / "run", ["tests/configs/msrc_guard.yaml", overlay], rounds=1)
+    run = run_cam_pipeline(tmp_path / "run", ["tests/configs/msrc_guard.yaml", overlay], rounds=1, refine=False)
     baselines = trivial_baseline_mious(Manifest.read(Path(run["prepared"]) / "manifest.json"))
     cam_miou = metric(run["cam_r0.json"], "miou")
     print(f"MSRC guard: CAM seeds {cam_miou:.1f} mIoU (best tau {metric(run['cam_r0.json'], 'bg_threshold')}), "

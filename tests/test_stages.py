@@ -64,6 +64,20 @@ def test_sweep_command_scores_cached_cams_without_inference(run, tmp_path, capsy
     assert "best bg_threshold" in capsys.readouterr().out
 
 
+def test_assembly_and_crf_stores_are_scored(run):
+    manifest = Manifest.read(f"{run['prepared']}/manifest.json")
+    with open_store(run["assemble_ae"], kind="mask") as assembled, open_store(run["assemble_ae_crf"]) as refined:
+        for image_id in assembled.ids:
+            assert set(np.unique(refined[image_id])) <= {0, *manifest.label_ids(image_id).tolist()}   # CRF labels all
+            assert set(np.unique(assembled[image_id])) <= {0, 255, *manifest.label_ids(image_id).tolist()}
+    ignored = json.load(open(run["ignored.json"]))
+    assert ignored["ignored_fraction"] == pytest.approx(
+        sum(v for k, v in ignored.items() if k.endswith("_fraction") and k != "ignored_fraction"))
+    assert json.load(open(run["assemble_ae_crf.json"]))["labelled_fraction"] == pytest.approx(1)
+    saliency = json.load(open(run["saliency.json"]))
+    assert set(saliency["per_class"]) == {"background", "foreground"} and saliency["threshold"] == 0.10
+
+
 def test_curve_and_checkpoint_written(run):
     assert open(run["curve_r0.csv"]).read().startswith("epoch,step,loss,lr")
 

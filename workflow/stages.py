@@ -30,9 +30,10 @@ METRICS = "metrics"
 class Stage:
     name: str                            # Snakemake rule name; DVC stage name before wildcards
     params: tuple[str, ...]              # dotted params keys the stage reads, and only those
-    deps: Mapping[str, str]              # --name → path template ({round}, {prev}, {store})
+    deps: Mapping[str, str]              # --name → path template ({round}, {prev}, {last}, {store}, {source})
     outs: Mapping[str, str]
-    wildcard: str | None = None          # "round" or "store"
+    wildcard: str | None = None          # "round", "store" or "source"
+    sources: tuple[str, ...] = ()        # the values of {source}: stores the stage refines
     later_round_deps: Mapping[str, str] = field(default_factory=dict)  # only for round > 0
     metrics: tuple[str, ...] = ()        # outs that are DVC metrics (not cached)
     plots: tuple[str, ...] = ()          # outs that are DVC plots (not cached)
@@ -46,7 +47,8 @@ class Stage:
 
     @property
     def dvc_name(self) -> str:
-        return {"round": f"{self.name}_r{{round}}", "store": "evaluate_{store}"}.get(self.wildcard, self.name)
+        templates = {"round": f"{self.name}_r{{round}}", "store": "evaluate_{store}", "source": f"{self.name}_{{source}}"}
+        return templates.get(self.wildcard, self.name)
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in [
@@ -97,6 +99,33 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         store_kind="mask",
     ),
     Stage(
+        name="saliency",
+        params=("saliency",),
+        deps={"prepared": PREPARED},
+        outs={"store": f"{STORES}/saliency"},
+        directories=("store",),
+        store_kind="saliency",
+    ),
+    Stage(
+        name="assemble_ae",
+        params=("assemble",),
+        deps={"regions": f"{STORES}/regions_r{{last}}", "saliency": f"{STORES}/saliency"},
+        outs={"store": f"{STORES}/assemble_ae", "ignored": f"{METRICS}/assemble_ae_ignored.json"},
+        directories=("store",),
+        metrics=("ignored",),
+        store_kind="mask",
+    ),
+    Stage(
+        name="crf",
+        wildcard="source",
+        sources=("seeds", "assemble_ae"),
+        params=("crf",),
+        deps={"prepared": PREPARED, "masks": f"{STORES}/{{source}}"},
+        outs={"store": f"{STORES}/{{source}}_crf"},
+        directories=("store",),
+        store_kind="mask",
+    ),
+    Stage(
         name="evaluate",
         wildcard="store",
         params=(),
@@ -113,7 +142,17 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         metrics=("metrics",),
         plots=("sweep",),
     ),
+    Stage(
+        name="evaluate_saliency",
+        wildcard="store",
+        params=("assemble.bg_saliency",),
+        deps={"prepared": PREPARED, "store": f"{STORES}/{{store}}"},
+        outs={"metrics": f"{METRICS}/{{store}}.json"},
+        metrics=("metrics",),
+    ),
 ]}
+
+EVALUATOR_OF_KIND = {"cam": "evaluate_cam", "saliency": "evaluate_saliency", "mask": "evaluate", "region": "evaluate"}
 
 
 @dataclass(frozen=True)
@@ -180,8 +219,8 @@ def params_json(stage: Stage, config: Mapping[str, Any]) -> str:
     return canonical_json(select_keys(config, stage.params))
 
 
-def _expand(stage: Stage, wildcards: dict[str, str]) -> Job:
-    fill = dict(wildcards)
+def _expand(stage: Stage, wildcards: dict[str, str], last_round: int) -> Job:
+    fill = {**wildcards, "last": str(last_round)}
     templates = dict(stage.deps)
     if stage.wildcard == "round" and int(wildcards["round"]) > 0:
         fill["prev"] = str(int(wildcards["round"]) - 1)
@@ -193,17 +232,19 @@ def _expand(stage: Stage, wildcards: dict[str, str]) -> Job:
 
 def jobs(config: Mapping[str, Any]) -> list[Job]:
     """Every job of the DAG for `config`, upstream first."""
-    rounds = range(config["ae"]["rounds"])
+    rounds = config["ae"]["rounds"]
     listed: list[Job] = []
     for stage in STAGES.values():
         if stage.wildcard is None:
-            listed.append(_expand(stage, {}))
+            listed.append(_expand(stage, {}, rounds - 1))
         elif stage.wildcard == "round":
-            listed.extend(_expand(stage, {"round": str(r)}) for r in rounds)
+            listed.extend(_expand(stage, {"round": str(r)}, rounds - 1) for r in range(rounds))
+        elif stage.wildcard == "source":
+            listed.extend(_expand(stage, {"source": source}, rounds - 1) for source in stage.sources)
     stores = [(job.outs["store"], job.stage.store_kind) for job in listed if job.stage.store_kind]
     for path, kind in stores:
-        evaluator = STAGES["evaluate_cam" if kind == "cam" else "evaluate"]
-        listed.append(_expand(evaluator, {"store": path.removeprefix(f"{STORES}/")}))
+        evaluator = STAGES[EVALUATOR_OF_KIND[kind]]
+        listed.append(_expand(evaluator, {"store": path.removeprefix(f"{STORES}/")}, rounds - 1))
     return listed
 
 

@@ -99,3 +99,17 @@ def evaluate_regions(store: MaskStore, manifest: Manifest) -> dict[str, Any]:
 def _percent_or_none(fraction: float) -> float | None:
     """A fraction as percent for JSON; None where it is undefined (nan), never an invalid NaN."""
     return None if np.isnan(fraction) else 100 * fraction
+
+
+def evaluate_saliency(store: MaskStore, manifest: Manifest, threshold: float) -> dict[str, Any]:
+    """A saliency store as a foreground/background mask (foreground = saliency >= threshold):
+    background/foreground IoU, their mean, and how much GT background falls below the threshold."""
+    ids = _scored_ids(store, manifest)
+    matrix = ConfusionMatrix(2)
+    for image_id in ids:
+        gt = manifest.load_mask(image_id)
+        binary_gt = np.where(gt == IGNORE, IGNORE, gt > 0).astype(np.uint8)
+        matrix.update((store[image_id] >= threshold).astype(np.uint8), binary_gt)
+    summary = _summary(store, matrix, ["background", "foreground"], len(ids))
+    summary["threshold"] = threshold
+    return summary

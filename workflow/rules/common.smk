@@ -29,6 +29,11 @@ def stage_shell(name):
     return shell_command(STAGES[name])
 
 
+def last_regions():
+    """The regions mined over all AE rounds: the last round's accumulated store."""
+    return f"{STORES}/regions_r{config['ae']['rounds'] - 1}"
+
+
 def previous_regions(wildcards):
     """AE round r reads the regions mined up to round r-1; round 0 reads none."""
     r = int(wildcards.round)

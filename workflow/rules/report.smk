@@ -1,7 +1,8 @@
 # Scoring: every store the graph produces is evaluated against the GT of the train split.
-# CAM stores are scored by a threshold sweep (evaluate_cam); every other store by evaluate.
+# CAM stores are scored by a threshold sweep (evaluate_cam), the saliency store as a fg/bg mask at
+# assemble.bg_saliency (evaluate_saliency), every other store by evaluate.
 
-ruleorder: evaluate_cam > evaluate
+ruleorder: evaluate_cam > evaluate_saliency > evaluate
 
 
 rule evaluate_cam:
@@ -39,3 +40,22 @@ rule evaluate:
         "benchmarks/runs/evaluate_{store}.tsv"
     shell:
         stage_shell("evaluate")
+
+
+rule evaluate_saliency:
+    input:
+        code=stage_code("evaluate_saliency"),
+        prepared="data/prepared",
+        store="data/stores/{store}",
+    output:
+        metrics="metrics/{store}.json",
+    params:
+        values=stage_params("evaluate_saliency"),
+    wildcard_constraints:
+        store="saliency",
+    log:
+        "logs/evaluate_{store}.log",
+    benchmark:
+        "benchmarks/runs/evaluate_{store}.tsv"
+    shell:
+        stage_shell("evaluate_saliency")
