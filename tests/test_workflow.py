@@ -34,6 +34,8 @@ def snakemake_plan(*extra):
             "deps": set(fields.get("input", "").split(", ")) - {""},
             "outs": set(fields["output"].split(", ")),
             "argv": shlex.split(command.split(" > ")[0]),
+            "rule": rule,
+            "gpu": int(dict(r.split("=", 1) for r in fields.get("resources", "").split(", ") if "=" in r).get("gpu", 0)),
         }
     return jobs
 
@@ -58,6 +60,7 @@ def assert_same_graph(plan, dvc):
         outs = set(stage.get("outs", [])) | {k for m in stage.get("metrics", []) + stage.get("plots", []) for k in m}
         assert job["deps"] == set(stage["deps"]), name
         assert job["outs"] == outs, name
+        assert job["gpu"] == STAGES[job["rule"]].gpu, f"{name}: the rule's gpu resource differs from the table"
         smk_module, smk_source, smk_args = stage_args(job["argv"])
         dvc_module, dvc_source, dvc_args = stage_args(shlex.split(stage["cmd"]))
         assert (smk_module, smk_args) == (dvc_module, dvc_args), name

@@ -37,9 +37,8 @@ class Stage:
     later_round_deps: Mapping[str, str] = field(default_factory=dict)  # only for round > 0
     metrics: tuple[str, ...] = ()        # outs that are DVC metrics (not cached)
     plots: tuple[str, ...] = ()          # outs that are DVC plots (not cached)
-    directories: tuple[str, ...] = ()    # outs that are directories (stores, prepared data)
     store_kind: str | None = None        # kind of the store in outs["store"], if any
-    gpu: int = 0
+    gpu: int = 0                         # GPUs a job uses (Snakemake: resources gpu=N; checked by a test)
 
     @property
     def module(self) -> str:
@@ -57,7 +56,6 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         params=("dataset",),
         deps={},
         outs={"prepared": PREPARED},
-        directories=("prepared",),
     ),
     Stage(
         name="train_cam",
@@ -76,7 +74,6 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         deps={"prepared": PREPARED, "ckpt": f"{MODELS}/cam_r{{round}}.pt"},
         later_round_deps={"regions": f"{STORES}/regions_r{{prev}}"},
         outs={"store": f"{STORES}/cam_r{{round}}"},
-        directories=("store",),
         store_kind="cam",
         gpu=1,
     ),
@@ -87,7 +84,6 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         deps={"cams": f"{STORES}/cam_r{{round}}"},
         later_round_deps={"regions": f"{STORES}/regions_r{{prev}}"},
         outs={"store": f"{STORES}/regions_r{{round}}"},
-        directories=("store",),
         store_kind="region",
     ),
     Stage(
@@ -95,7 +91,6 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         params=("cam.bg_threshold",),
         deps={"cams": f"{STORES}/cam_r0"},
         outs={"store": f"{STORES}/seeds"},
-        directories=("store",),
         store_kind="mask",
     ),
     Stage(
@@ -103,7 +98,6 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         params=("saliency",),
         deps={"prepared": PREPARED},
         outs={"store": f"{STORES}/saliency"},
-        directories=("store",),
         store_kind="saliency",
     ),
     Stage(
@@ -111,7 +105,6 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         params=("assemble",),
         deps={"regions": f"{STORES}/regions_r{{last}}", "saliency": f"{STORES}/saliency"},
         outs={"store": f"{STORES}/assemble_ae", "ignored": f"{METRICS}/assemble_ae_ignored.json"},
-        directories=("store",),
         metrics=("ignored",),
         store_kind="mask",
     ),
@@ -122,7 +115,6 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         params=("crf",),
         deps={"prepared": PREPARED, "masks": f"{STORES}/{{source}}"},
         outs={"store": f"{STORES}/{{source}}_crf"},
-        directories=("store",),
         store_kind="mask",
     ),
     Stage(
