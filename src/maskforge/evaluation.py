@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from maskforge.assemble import contested_pixels, object_labels
 from maskforge.cam import cam_argmax
 from maskforge.data.manifest import Manifest
 from maskforge.metrics import IGNORE, ConfusionMatrix, ForegroundRecallPrecision
@@ -69,10 +70,7 @@ def evaluate_cams(store: MaskStore, manifest: Manifest, thresholds: Sequence[flo
 
 def regions_to_mask(regions: np.ndarray, classes: Sequence[int]) -> np.ndarray:
     """A label map from K×H×W regions: one claiming class → it, none → background, several → 255."""
-    claims = regions.astype(bool)
-    count = claims.sum(axis=0)
-    label = np.asarray(classes, np.uint8)[claims.argmax(axis=0)] if len(classes) else np.zeros(count.shape, np.uint8)
-    return np.where(count == 0, 0, np.where(count == 1, label, IGNORE)).astype(np.uint8)
+    return np.where(contested_pixels(regions), IGNORE, object_labels(regions, classes)).astype(np.uint8)
 
 
 def evaluate_regions(store: MaskStore, manifest: Manifest) -> dict[str, Any]:
