@@ -16,6 +16,7 @@ from pathlib import Path
 
 from maskforge.config import ConfigError
 from maskforge.data.manifest import DatasetError, Manifest
+from maskforge.files import atomic_write_text
 from maskforge.store import (StoreError, StoreWriter, diff_stores, export_pngs, flatten, input_digest, open_store,
                              read_png)
 
@@ -143,10 +144,7 @@ def cmd_dvc_yaml(args: argparse.Namespace) -> None:
         if current != text:
             raise ConfigError(f"{args.out} is stale for {args.params}; run `maskforge dvc-yaml` to regenerate it")
         return
-    tmp = f"{args.out}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, args.out)
+    atomic_write_text(args.out, text)
     print(f"wrote {args.out}")
 
 

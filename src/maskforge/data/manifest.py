@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from maskforge.files import atomic_write_text
+
 MANIFEST_VERSION = 1
 _KEYS = ("manifest_version", "root", "format", "label_source", "classes", "splits", "images", "stats")
 _RECORD_KEYS = {"image", "mask", "height", "width", "label_ids"}
@@ -167,15 +169,6 @@ def split_stats(classes: list[str], ids: list[str], images: dict[str, ImageRecor
         "void_fraction": round(sum(v for v, _ in with_mask) / total, 6) if total else None,
         "images_without_labels": sum(1 for i in ids if not any(images[i].labels)),
     }
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` under a temporary name next to `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _record_json(rec: ImageRecord) -> dict:
