@@ -38,18 +38,38 @@ def color_jitter(image: torch.Tensor, strength: float, rng: np.random.Generator)
 def random_scale_flip_crop(image: torch.Tensor, crop_size: int, scale_range: tuple[float, float],
                            rng: np.random.Generator) -> torch.Tensor:
     """Random rescale, horizontal flip, and a crop_size² crop (zero-padded where the image is smaller)."""
+    return _scale_flip_crop(image, None, crop_size, scale_range, rng)[0]
+
+
+def random_scale_flip_crop_pair(image: torch.Tensor, mask: torch.Tensor, crop_size: int,
+                                scale_range: tuple[float, float], rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random rescale, flip and crop of a float C×H×W image and its uint8/long H×W mask
+    (torchvision's segmentation reference: the mask is resized with nearest neighbour and padded
+    with 255 = ignore, the image with 0)."""
+    return _scale_flip_crop(image, mask, crop_size, scale_range, rng)
+
+
+def _scale_flip_crop(image: torch.Tensor, mask: torch.Tensor | None, crop_size: int,
+                     scale_range: tuple[float, float], rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
     scale = rng.uniform(*scale_range)
     h, w = image.shape[-2:]
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+    if mask is not None:
+        mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].to(mask.dtype)
     if rng.random() < 0.5:
         image = image.flip(-1)
+        mask = None if mask is None else mask.flip(-1)
     h, w = size
-    out = image.new_zeros((image.shape[0], crop_size, crop_size))
     top = int(rng.integers(0, max(h - crop_size, 0) + 1))
     left = int(rng.integers(0, max(w - crop_size, 0) + 1))
     ch, cw = min(crop_size, h), min(crop_size, w)
     oy = int(rng.integers(0, crop_size - ch + 1))
     ox = int(rng.integers(0, crop_size - cw + 1))
+    out = image.new_zeros((image.shape[0], crop_size, crop_size))
     out[:, oy:oy + ch, ox:ox + cw] = image[:, top:top + ch, left:left + cw]
-    return out
+    out_mask = None
+    if mask is not None:
+        out_mask = mask.new_full((crop_size, crop_size), 255)
+        out_mask[oy:oy + ch, ox:ox + cw] = mask[top:top + ch, left:left + cw]
+    return out, out_mask

@@ -1,7 +1,7 @@
 """Scoring stores against GT (DESIGN §6): mIoU of masks, threshold sweeps of CAMs, region recall.
 
-Every IoU here is in percent. Only ids with a GT mask count; the split is the manifest's "train"
-(pseudo labels are scored where they are generated, the WSSS convention).
+Every IoU here is in percent. Only ids with a GT mask count. Pseudo labels are scored on the train
+split where they are generated (the WSSS convention), predictions on val; each summary names its split.
 """
 
 from __future__ import annotations
@@ -21,12 +21,23 @@ def _scored_ids(store: MaskStore, manifest: Manifest) -> list[str]:
     return [i for i in store.ids if i in manifest.images and manifest.images[i].mask is not None]
 
 
-def _summary(store: MaskStore, matrix: ConfusionMatrix, classes: list[str], n_images: int) -> dict[str, Any]:
+def split_of(ids: Sequence[str], manifest: Manifest) -> str:
+    """The manifest split holding all of `ids` ("train" first; "mixed" if none does)."""
+    chosen = set(ids)
+    for split in sorted(manifest.splits, key=lambda s: s != "train"):
+        if chosen <= set(manifest.splits[split]):
+            return split
+    return "mixed"
+
+
+def _summary(store: MaskStore, matrix: ConfusionMatrix, classes: list[str], ids: list[str],
+             manifest: Manifest) -> dict[str, Any]:
+    n_images = len(ids)
     scores = matrix.as_dict(classes)
     percent = {n: (None if v["iou"] is None else 100 * v["iou"]) for n, v in scores["per_class"].items()}
     return {
         "store": store.path.name,
-        "split": "train",
+        "split": split_of(ids, manifest),
         "images": n_images,
         "miou": scores["miou"],
         "per_class": percent,
@@ -43,7 +54,7 @@ def evaluate_masks(store: MaskStore, manifest: Manifest) -> dict[str, Any]:
     matrix = ConfusionMatrix(len(manifest.classes))
     for image_id in ids:
         matrix.update(store[image_id], manifest.load_mask(image_id))
-    return _summary(store, matrix, manifest.classes, len(ids))
+    return _summary(store, matrix, manifest.classes, ids, manifest)
 
 
 def sweep_cam_thresholds(store: MaskStore, manifest: Manifest,
@@ -63,7 +74,7 @@ def evaluate_cams(store: MaskStore, manifest: Manifest, thresholds: Sequence[flo
     matrices = sweep_cam_thresholds(store, manifest, thresholds)
     rows = [{"threshold": t, "miou": m.miou()} for t, m in matrices]
     best_threshold, best = max(matrices, key=lambda tm: tm[1].miou())
-    summary = _summary(store, best, manifest.classes, len(_scored_ids(store, manifest)))
+    summary = _summary(store, best, manifest.classes, _scored_ids(store, manifest), manifest)
     summary["bg_threshold"] = best_threshold
     return summary, rows
 
@@ -88,7 +99,7 @@ def evaluate_regions(store: MaskStore, manifest: Manifest) -> dict[str, Any]:
         for c in missed_classes:      # GT objects of unlabelled classes still count as missed foreground
             recall_precision.update(np.zeros_like(valid), gt == c, valid)
         matrix.update(regions_to_mask(regions, classes), gt)
-    summary = _summary(store, matrix, manifest.classes, len(ids))
+    summary = _summary(store, matrix, manifest.classes, ids, manifest)
     summary["fg_recall"] = _percent_or_none(recall_precision.recall())
     summary["fg_precision"] = _percent_or_none(recall_precision.precision())
     return summary
@@ -108,6 +119,6 @@ def evaluate_saliency(store: MaskStore, manifest: Manifest, threshold: float) ->
         gt = manifest.load_mask(image_id)
         binary_gt = np.where(gt == IGNORE, IGNORE, gt > 0).astype(np.uint8)
         matrix.update((store[image_id] >= threshold).astype(np.uint8), binary_gt)
-    summary = _summary(store, matrix, ["background", "foreground"], len(ids))
+    summary = _summary(store, matrix, ["background", "foreground"], ids, manifest)
     summary["threshold"] = threshold
     return summary
