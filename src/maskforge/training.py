@@ -2,6 +2,11 @@
 
 Randomness is drawn per epoch from (seed, epoch), so a run killed after epoch e and resumed from
 its epoch checkpoint takes exactly the steps an uninterrupted run would have taken.
+
+Under torch.distributed (maskforge.distributed) the same loop runs on every rank with a
+DistributedDataParallel model: every rank draws the same per-epoch generator (each takes its own
+share of the batches), the epoch loss is averaged over ranks, and only rank 0 writes the epoch
+checkpoint, prints and runs the end-of-epoch hook.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import torch
 from tqdm import tqdm
 
 from maskforge.checkpoint import load_checkpoint, save_checkpoint
+from maskforge.distributed import global_mean, is_main_process, unwrap
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+Batch = tuple[torch.Tensor, ...]   # (images, targets) or (images, targets, more targets, …)
 
 
 def poly_lr(base_lr: float, step: int, total_steps: int, power: float = 0.9) -> float:
@@ -27,19 +33,24 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         loss_fn: Callable[[torch.nn.Module, Batch], torch.Tensor],
         make_batches: Callable[[np.random.Generator], Iterable[Batch]], *,
         epochs: int, steps_per_epoch: int, seed: int, resume_path: str | Path,
-        fingerprint: str, device: torch.device, desc: str) -> list[dict[str, Any]]:
+        fingerprint: str, device: torch.device, desc: str,
+        on_epoch_end: Callable[[torch.nn.Module, int], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Train with poly LR (each param group keeps its base-lr ratio); checkpoint after every epoch.
 
     `resume_path` holds the last finished epoch; a rerun with the same `fingerprint` (hash of the
-    params and inputs) continues from it, any other fingerprint starts over. Returns the loss
-    curve rows (epoch, step, loss, lr).
+    params and inputs) continues from it, any other fingerprint starts over. Every tensor of a
+    batch is moved to `device` and the batch passed to `loss_fn` whole. Returns the loss curve
+    rows (epoch, step, loss, lr), each extended by `on_epoch_end(model, epoch)` if given (rank 0
+    only, called with the unwrapped model, e.g. a validation score). The model may be wrapped in
+    DistributedDataParallel; checkpoints hold the unwrapped state dict.
     """
     base_lrs = [group["lr"] for group in optimizer.param_groups]
+    main = is_main_process()
     start_epoch, rows = 0, []
     if Path(resume_path).exists():
         state = load_checkpoint(resume_path, "resume")
         if state["fingerprint"] == fingerprint:
-            model.load_state_dict(state["model"])
+            unwrap(model).load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start_epoch, rows = state["epoch"], state["rows"]
     total = epochs * steps_per_epoch
@@ -50,22 +61,27 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         model.train()
         losses = []
         progress = tqdm(_take(make_batches(rng), steps_per_epoch), total=steps_per_epoch,
-                        desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=None, mininterval=5)
-        for images, targets in progress:
+                        desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=None if main else True, mininterval=5)
+        for batch in progress:
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = poly_lr(base, step, total)
-            loss = loss_fn(model, (images.to(device), targets.to(device)))
+            loss = loss_fn(model, tuple(t.to(device) for t in batch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
             step += 1
             progress.set_postfix(loss=f"{loss.item():.4f}")
-        rows.append({"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)),
+        rows.append({"epoch": epoch + 1, "step": step, "loss": global_mean(float(np.sum(losses)), len(losses)),
                      "lr": optimizer.param_groups[0]["lr"]})
-        print(f"{desc}: epoch {epoch + 1}/{epochs} loss {rows[-1]['loss']:.4f}", flush=True)
+        if not main:
+            continue
+        if on_epoch_end is not None:
+            rows[-1].update(on_epoch_end(unwrap(model), epoch + 1))
+        print(f"{desc}: epoch {epoch + 1}/{epochs} " + " ".join(f"{k} {v:.4f}" for k, v in rows[-1].items()
+                                                                 if k not in ("epoch", "step", "lr")), flush=True)
         save_checkpoint(resume_path, {"kind": "resume", "fingerprint": fingerprint, "epoch": epoch + 1,
-                                      "rows": rows, "model": model.state_dict(),
+                                      "rows": rows, "model": unwrap(model).state_dict(),
                                       "optimizer": optimizer.state_dict()})
     return rows
 

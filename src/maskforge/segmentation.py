@@ -1,0 +1,180 @@
+"""Training and inference of the segmentation network on pseudo masks (AE-PSL, DeepLab).
+
+AE-PSL (Wei et al., "Object Region Mining with Adversarial Erasing", CVPR 2017):
+- §3.2 eq. (1)-(2): the segmentation loss on a mask S is
+  J(f, S) = −1/Σ_c|S_c| · Σ_c Σ_{u∈S_c} log f_{u,c},
+  f the softmax scores and S_c the pixels S labels c: the mean −log f over all labelled pixels
+  (the SEC seeding-loss form; one mean over pixels, not a per-class balanced mean). That is
+  torch's cross entropy with ignore index 255, the standard DeepLab loss; `labelled_cross_entropy`
+  computes it directly so that a crop without labelled pixels gives 0 instead of nan.
+- §3.2 online PSL: a classification branch predicts image-level scores v; the online label is
+  Ŝ = argmax over c ∈ {background} ∪ image labels of ([1, v] ⊗ f)_c, recomputed every step
+  without gradient, and the loss is J(f, S) + J(f, Ŝ) (+ the branch's multi-label loss).
+- §4: at test time, pixels whose best class probability is below p (0.1) become background.
+
+Inference is multi-scale + horizontal flip (DeepLab): softmax averaged at full size.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from maskforge.augment import random_scale_flip_crop_pair
+from maskforge.crf import CRFParams, crf_from_scores
+from maskforge.distributed import rank_share
+from maskforge.metrics import IGNORE, ConfusionMatrix
+
+__all__ = ["UNSURE", "apply_confidence", "labelled_cross_entropy", "labels_from_probs", "online_psl_target",
+           "predict_probs", "segmentation_loss", "steps_per_epoch", "training_batches", "validation_miou"]
+
+# In training crops, a pseudo mask's own ignore pixels (255: "unsure") are carried as UNSURE so
+# that 255 marks only the crop's padding: J(f, S) ignores both, J(f, Ŝ) supervises unsure pixels
+# (where PSL is meant to help) but never padding. Class ids must stay below it.
+UNSURE = 254
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def per_rank_batch(batch_size: int, world_size: int) -> int:
+    """Images per process and step: the global batch split over the ranks (at least 2 each:
+    BatchNorm in ASPP's image-pooling branch needs more than one value per channel)."""
+    per_rank = batch_size // world_size
+    if per_rank < 2:
+        raise ValueError(f"batch_size {batch_size} over {world_size} process(es) gives {per_rank} image(s) per "
+                         f"process; BatchNorm needs at least 2: use a batch_size of at least {2 * world_size}")
+    return per_rank
+
+
+def steps_per_epoch(num_images: int, batch_size: int, world_size: int = 1) -> int:
+    """Steps of `training_batches`: full per-rank batches of this rank's share (the last
+    incomplete one dropped, as the DeepLab reference does), at least one."""
+    share = -(-num_images // world_size)
+    return max(1, share // per_rank_batch(batch_size, world_size))
+
+
+def training_batches(images: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], labels: torch.Tensor, *,
+                     batch_size: int, crop_size: int, scale_range: tuple[float, float], rng: np.random.Generator,
+                     rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
+    """One epoch of shuffled (image, mask) crops for rank `rank` of `world_size`.
+
+    `images` uint8/float 0..255 3×H×W, `masks` uint8 H×W (255 = ignore), `labels` multi-hot
+    N×(K−1). The epoch order and one augmentation seed per image come from `rng` (the same on
+    every rank); each rank takes its `rank_share` and yields batches of batch_size/world_size:
+    float B×3×crop×crop, long B×crop×crop masks (UNSURE where the mask ignores, 255 where the crop
+    is padding) and the images' multi-hot labels. A given image gets the same augmentation
+    whichever rank draws it, so N processes see exactly the crops one process would.
+    """
+    per_rank = per_rank_batch(batch_size, world_size)
+    order = rng.permutation(len(images))
+    seeds = rng.integers(2**63 - 1, size=len(images))
+    share = rank_share(order, rank, world_size)
+    for step in range(steps_per_epoch(len(images), batch_size, world_size)):
+        chosen = share[step * per_rank:(step + 1) * per_rank]
+        crops = [random_scale_flip_crop_pair(images[i].float(), _mark_unsure(masks[i]), crop_size, scale_range,
+                                             np.random.default_rng(seeds[i])) for i in chosen]
+        yield (torch.stack([c[0] for c in crops]), torch.stack([c[1] for c in crops]).long(),
+               labels[torch.as_tensor(chosen)])
+
+
+def _mark_unsure(mask: torch.Tensor) -> torch.Tensor:
+    if (mask == UNSURE).any():
+        raise ValueError(f"mask holds class id {UNSURE}, reserved for unsure pixels during training")
+    return torch.where(mask == IGNORE, torch.full_like(mask, UNSURE), mask)
+
+
+def labelled_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """AE-PSL eq. (2): J(f, S) = −1/Σ_c|S_c| Σ_c Σ_{u∈S_c} log f_{u,c}, f = softmax(logits) over
+    dim 1 (B×K×H×W), S = `target` B×H×W; pixels ≥ K (255 ignore, UNSURE) belong to no S_c.
+    Equals F.cross_entropy(..., ignore_index=255) when only 255 is ignored; 0 with no labelled pixel."""
+    k = logits.shape[1]
+    labelled = target < k
+    log_f = F.log_softmax(logits, dim=1)
+    picked = log_f.gather(1, torch.where(labelled, target, 0).unsqueeze(1)).squeeze(1)
+    return -(picked * labelled).sum() / labelled.sum().clamp(min=1)
+
+
+@torch.no_grad()
+def online_psl_target(probs: torch.Tensor, v: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """AE-PSL §3.2 online label Ŝ = argmax over c ∈ {0} ∪ labels of ([1, v] ⊗ f)_c.
+
+    `probs` f, B×K×H×W softmax scores; `v` B×(K−1) image-level class probabilities (sigmoid of the
+    classification branch); `labels` B×(K−1) multi-hot image labels. Background is weighted by 1,
+    class c by v_c; classes outside the image's labels never win. Returns long B×H×W."""
+    weights = torch.cat([torch.ones_like(v[:, :1]), v], dim=1)
+    allowed = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1) > 0
+    scores = probs * weights[:, :, None, None]
+    scores = scores.masked_fill(~allowed[:, :, None, None], -1.0)    # scores ≥ 0: excluded classes lose
+    return scores.argmax(dim=1)
+
+
+def segmentation_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """The training loss on a batch of `training_batches`.
+
+    Without a classification branch: J(f, S) (= DeepLab's cross entropy ignoring 255). With one
+    (AE-PSL online PSL): J(f, S) + J(f, Ŝ) + multi-label soft margin of the branch against the
+    image labels; Ŝ from `online_psl_target` on the detached f and v, padding pixels ignored."""
+    images, masks, labels = batch
+    out = model(images)
+    logits = out["out"]
+    loss = labelled_cross_entropy(logits, masks)
+    if "cls" in out:
+        target = online_psl_target(logits.detach().softmax(dim=1), out["cls"].detach().sigmoid(), labels)
+        target = torch.where(masks == IGNORE, IGNORE, target)
+        loss = loss + labelled_cross_entropy(logits, target) + F.multilabel_soft_margin_loss(out["cls"], labels)
+    return loss
+
+
+@torch.inference_mode()
+def predict_probs(model: torch.nn.Module, images: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
+    """Softmax scores averaged over `scales` and horizontal flips, each at the input size.
+
+    `images` float 0..255 B×3×H×W of one size; returns B×K×H×W (a probability per pixel). An
+    image and its flip run as one batch (channels_last, as for CAM inference)."""
+    b, _, h, w = images.shape
+    total = None
+    for scale in scales:
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        scaled = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        both = torch.cat([scaled, scaled.flip(-1)]).contiguous(memory_format=torch.channels_last)
+        probs = model(both)["out"].float().softmax(dim=1)
+        probs = F.interpolate(probs[:b] + probs[b:].flip(-1), size=(h, w), mode="bilinear", align_corners=False)
+        total = probs if total is None else total + probs
+    return total / (2 * len(scales))
+
+
+def apply_confidence(probs: torch.Tensor, p: float) -> torch.Tensor:
+    """AE-PSL §4 test threshold: argmax over classes (dim −3), and background (0) wherever the
+    best probability is below `p`. `probs` K×H×W or B×K×H×W; returns uint8 of the spatial shape."""
+    best, label = probs.max(dim=-3)
+    return torch.where(best < p, 0, label).to(torch.uint8)
+
+
+def labels_from_probs(image: np.ndarray, probs: np.ndarray, confidence: float,
+                      crf: CRFParams | None = None) -> np.ndarray:
+    """The predicted mask (uint8 H×W) from softmax scores K×H×W of the image (uint8 H×W×3 RGB):
+    argmax, or with `crf` the dense CRF over all K classes (no image labels at test time) with
+    unary −log probs; then `apply_confidence`'s rule: background where the best probability < p."""
+    probs = np.asarray(probs, np.float32)
+    labels = apply_confidence(torch.from_numpy(probs), confidence).numpy()
+    if crf is not None:
+        labels = np.where(probs.max(axis=0) < confidence, 0, crf_from_scores(image, probs, range(len(probs)), crf))
+    return labels.astype(np.uint8)
+
+
+@torch.inference_mode()
+def validation_miou(model: torch.nn.Module, images: Sequence[torch.Tensor], masks: Sequence[np.ndarray],
+                    device: torch.device) -> float:
+    """Quick mIoU (percent) during training: single scale, no flip, argmax upsampled to each GT
+    mask (uint8 H×W, 255 void). `images` float/uint8 3×h×w, any size. Leaves `model` in eval mode."""
+    model.eval()
+    num_classes = model.num_classes
+    matrix = ConfusionMatrix(num_classes)
+    for image, gt in zip(images, masks):
+        logits = model(image[None].float().to(device))["out"]
+        logits = F.interpolate(logits, size=gt.shape, mode="bilinear", align_corners=False)
+        matrix.update(logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy(), gt)
+    return matrix.miou()

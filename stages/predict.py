@@ -1,0 +1,82 @@
+"""predict: the trained DeepLab's masks for the val split.
+
+Each image is resized so its longer side is at most seg.infer.max_side; the softmax is averaged
+over seg.infer.scales, each with a horizontal flip, and upsampled to full resolution. With
+seg.infer.crf a dense CRF (the crf section's settings) over all classes refines it (no image
+labels at test time). AE-PSL's test threshold: pixels whose best class probability is below
+seg.infer.confidence become background. Written as a mask store (--store) and as VOC palette
+PNGs <id>.png in --pngs (the folder is replaced whole).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from maskforge.augment import resize_longer_side
+from maskforge.checkpoint import CheckpointError, load_checkpoint
+from maskforge.crf import CRFParams, map_in_pool
+from maskforge.data.manifest import Manifest
+from maskforge.models.backbones import create_backbone
+from maskforge.models.deeplab import DeepLab
+from maskforge.segmentation import labels_from_probs, predict_probs
+from maskforge.store import StoreWriter, export_pngs, input_digest, open_store
+from maskforge.training import pick_device
+from stages._stage import parse_stage_args, run_stage
+
+
+def load_seg_model(path: str, classes: list[str], device: torch.device) -> DeepLab:
+    """The trained DeepLab of a seg checkpoint for a dataset with `classes`, in eval mode."""
+    state = load_checkpoint(path, "seg")
+    if state["classes"] != classes:
+        raise CheckpointError(f"{path}: trained on classes {state['classes']}, the dataset has {classes}"
+                              " — retrain on this dataset")
+    model = DeepLab(create_backbone(state["backbone"], None, state["output_stride"]), len(classes), psl=state["psl"])
+    model.load_state_dict(state["model"])
+    return model.to(device, memory_format=torch.channels_last).eval()
+
+
+def refine(item: tuple[np.ndarray, np.ndarray, float, CRFParams | None]) -> np.ndarray:
+    return labels_from_probs(*item)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args, params = parse_stage_args(__spec__.name, __doc__, argv)
+    infer = params["seg"]["infer"]
+    crf = CRFParams.from_params(params["crf"]) if infer["crf"] else None
+    manifest = Manifest.read(Path(args.prepared) / "manifest.json")
+    device = pick_device()
+    model = load_seg_model(args.ckpt, manifest.classes, device)
+    ids = manifest.ids("val")
+
+    def scored():
+        for image_id in ids:
+            image = manifest.load_image(image_id)
+            x = resize_longer_side(torch.tensor(image).permute(2, 0, 1), infer["max_side"]).float()[None]
+            probs = predict_probs(model, x.to(device), infer["scales"])
+            probs = F.interpolate(probs, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
+            yield image, probs.cpu().numpy(), infer["confidence"], crf
+
+    inputs = {"prepared": input_digest(args.prepared), "ckpt": input_digest(args.ckpt)}
+    with StoreWriter(args.store, kind="mask", stage="predict", params=params, inputs=inputs,
+                     classes=manifest.classes) as writer:
+        for image_id, mask in zip(ids, map_in_pool(refine, scored(), params["crf"]["workers"] if crf else 1)):
+            writer.add(image_id, mask)
+    pngs = Path(args.pngs)
+    tmp = pngs.with_name(f"{pngs.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with open_store(args.store, kind="mask") as store:
+        export_pngs(store, tmp)
+    shutil.rmtree(pngs, ignore_errors=True)
+    tmp.rename(pngs)
+    print(f"predict: {len(ids)} val images, scales {infer['scales']} + flip, crf {infer['crf']}", flush=True)
+
+
+if __name__ == "__main__":
+    run_stage(main)
