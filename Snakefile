@@ -8,9 +8,13 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/cam.smk"
 include: "workflow/rules/refine.smk"
+include: "workflow/rules/segment.smk"
 include: "workflow/rules/report.smk"
 
 

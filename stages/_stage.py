@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 from maskforge.checkpoint import CheckpointError
 from maskforge.config import ConfigError, load_config, select_keys, validate_selection
 from maskforge.data.manifest import DatasetError
-from maskforge.store import StoreError
+from maskforge.store import PART, StoreError
 from workflow.stages import stage_of_module
 
 
@@ -29,13 +29,25 @@ def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | No
     source.add_argument("--params-json", help="the stage's params as JSON (how Snakemake passes them)")
     source.add_argument("--params-file", default="params.yaml", help="read params from this file (default: params.yaml)")
     for name in stage.deps:
-        parser.add_argument(f"--{name}", required=True, help=f"input: {stage.deps[name]}")
+        parser.add_argument(f"--{name}", required=True, nargs="+", help=f"input: {stage.deps[name]} (or its parts)")
     for name in stage.later_round_deps:
         parser.add_argument(f"--{name}", nargs="?", default=None,
                             help=f"input for rounds > 0: {stage.later_round_deps[name]}")
+    for name in stage.collects:
+        parser.add_argument(f"--{name}", nargs="+", required=True, help=f"inputs: every {stage.collects[name]} of the graph")
     for name in stage.outs:
         parser.add_argument(f"--{name}", required=True, help=f"output: {stage.outs[name]}")
+    if stage.parts:
+        parser.add_argument("--part", type=int, help=f"write only this part (0-based) of the {stage.parts} parts; "
+                                                     "--store is then the part's folder <store>/part-<i>-of-<n>")
     args = parser.parse_args(argv)
+    for name in stage.deps:
+        paths = whole_stores(getattr(args, name))
+        if len(paths) != 1:
+            parser.error(f"--{name}: one input, or the parts of one store (got {' '.join(paths)})")
+        setattr(args, name, paths[0])
+    for name in stage.collects:
+        setattr(args, name, whole_stores(getattr(args, name)))
     if args.params_json is not None:
         try:
             params = json.loads(args.params_json)
@@ -53,6 +65,13 @@ def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | No
     for name in stage.outs:
         Path(getattr(args, name)).parent.mkdir(parents=True, exist_ok=True)   # DVC does not create them
     return args, params
+
+
+def whole_stores(paths: Sequence[str]) -> list[str]:
+    """Paths with the parts of a store (`<store>/part-<i>-of-<n>`, as the engines list them as
+    dependencies) replaced by the store itself, in order."""
+    wholes = [str(Path(p).parent) if PART.match(Path(p).name) else p for p in paths]
+    return list(dict.fromkeys(wholes))
 
 
 def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:

@@ -3,6 +3,8 @@
 Round r > 0 infers on the images its classifier was trained on (regions mined so far erased).
 CAMs are kept for the labelled classes only, each divided by its max, and written as a float16
 CAM store at the image's full resolution. Same-size images share a batch (cam.infer.batch_size).
+With --part i (cam.infer.shards = n > 1) only the i-th of n contiguous id ranges is inferred and
+--store is that part's folder <store>/part-<i>-of-<n>; the n parts together read as one store.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from maskforge.augment import resize_longer_side
-from maskforge.cam import multiscale_cams, normalise_cams, same_size_batches
+from maskforge.cam import multiscale_cams, normalise_cams, part_of, same_size_batches
+from maskforge.config import ConfigError
 from maskforge.checkpoint import load_checkpoint
 from maskforge.data.manifest import Manifest
 from maskforge.erasing import round_image
@@ -40,6 +43,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = pick_device()
     model = load_cam_model(args.ckpt, len(manifest.classes) - 1, device)
     ids = manifest.ids("train")
+    if args.part is not None:
+        try:
+            ids = part_of(ids, args.part, infer["shards"])
+        except ValueError as exc:
+            raise ConfigError(f"make_cam --part: {exc} (cam.infer.shards)") from None
     sizes = [resize_longer_side(torch.empty(1, r.height, r.width), infer["max_side"]).shape[-2:]
              for r in (manifest.images[i] for i in ids)]
     inputs = {"prepared": input_digest(args.prepared), "ckpt": input_digest(args.ckpt),
@@ -54,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 cam = F.interpolate(cam[None], size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
                 labels = manifest.label_ids(ids[i])
                 writer.add(ids[i], normalise_cams(cam, labels).cpu().numpy(), classes=labels.tolist())
-    print(f"make_cam: {len(ids)} images, scales {infer['scales']} + flip", flush=True)
+    print(f"make_cam: {len(ids)} images, scales {infer['scales']} + flip"
+          + (f", part {args.part} of {infer['shards']}" if args.part is not None else ""), flush=True)
 
 
 if __name__ == "__main__":

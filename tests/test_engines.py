@@ -1,5 +1,8 @@
-"""Both engines run the synthetic pipeline for real (tiny budget) and rerun exactly what changed."""
+"""Both engines on the synthetic pipeline (tiny budget): one real Snakemake run, the hand-over to DVC
+and back, and the rerun sets — a param (or a swap of two), a code edit, a changed input store —
+are exactly the changed stage and its descendants, derived from the stage table."""
 
+import collections
 import json
 import os
 import re
@@ -12,15 +15,16 @@ import pytest
 import yaml
 
 from maskforge.config import load_config
+from workflow.stages import STAGES, code_files, jobs
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-GENERATED = {"data/prepared", "data/stores", "data/models", "metrics", "logs", "benchmarks/runs", ".snakemake",
-             ".venv", ".git", ".dvc/cache", ".dvc/tmp", "dvc.lock", ".pytest_cache"}
+GENERATED = {"data/prepared", "data/stores", "data/models", "data/predictions", "data/sweeps", "metrics", "logs",
+             "reports", "benchmarks/runs", ".snakemake", ".venv", ".git", ".dvc/cache", ".dvc/tmp", "dvc.lock",
+             ".pytest_cache"}
 BIN = Path(sys.executable).parent
-EVERY_METRIC = sorted(f"{name}.json" for name in [
-    "cam_r0", "cam_r1", "regions_r0", "regions_r1", "seeds", "saliency", "assemble_ae", "assemble_ae_ignored",
-    "seeds_crf", "assemble_ae_crf"])
+TINY = load_config(REPO / "params.yaml", [REPO / "tests/configs/tiny.yaml"])
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 
 
 def copy_repo(dest: Path) -> Path:
@@ -28,20 +32,25 @@ def copy_repo(dest: Path) -> Path:
     def ignore(directory, names):
         rel = Path(directory).relative_to(REPO)
         return {n for n in names if (rel / n).as_posix() in GENERATED or n == "__pycache__" or n.endswith(".egg-info")}
-    shutil.copytree(REPO, dest, ignore=ignore)
+    shutil.copytree(REPO, dest, ignore=ignore, symlinks=True)
     return dest
 
 
 def sh(cwd, *cmd, check=True):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}   # stages run as `python -m ...`
+    env = {**os.environ, **GIT_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",   # stages run as `python -m ...`
+           "OMP_NUM_THREADS": "1"}   # two jobs at once on two cores: one thread each, no oversubscription
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
 
 
-def snakemake(cwd, *args):
-    return sh(cwd, str(BIN / "snakemake"), "--cores", "2", *args)
+def snakemake(cwd, *args, check=True):
+    return sh(cwd, str(BIN / "snakemake"), "--cores", "2", *args, check=check)
+
+
+def dvc(cwd, *args):
+    return sh(cwd, str(BIN / "dvc"), *args)
 
 
 def planned_jobs(output: str) -> dict[str, int]:
@@ -50,8 +59,35 @@ def planned_jobs(output: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "all"}
 
 
+def dvc_ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '(\w+)'", output))
+
+
+def descendants(config, changed) -> set[str]:
+    """Job names of the jobs in `changed` (a predicate on jobs) and of everything downstream of them."""
+    listed = jobs(config)
+    hit = {job.name for job in listed if changed(job)}
+    grew = True
+    while grew:
+        produced = {out for job in listed if job.name in hit for out in job.outs.values()}
+        reads = {job.name for job in listed
+                 if produced & ({*job.deps.values()} | {p for ps in job.collected.values() for p in ps})}
+        grew = not reads <= hit
+        hit |= reads
+    return hit
+
+
+def rules_of(config, names) -> dict[str, int]:
+    """Job names → Snakemake's per-rule job counts."""
+    return dict(collections.Counter(job.stage.name for job in jobs(config) if job.name in names))
+
+
+def readers_of(key):
+    return lambda job: any(key == p or key.startswith(p + ".") for p in job.stage.params)
+
+
 def write_overlay(path: Path, **changes) -> Path:
-    overlay = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
+    overlay = {}
     for dotted, value in changes.items():
         *parents, leaf = dotted.split(".")
         node = overlay
@@ -63,63 +99,92 @@ def write_overlay(path: Path, **changes) -> Path:
 
 
 @pytest.fixture(scope="module")
-def smk(tmp_path_factory):
-    repo = copy_repo(tmp_path_factory.mktemp("smk") / "repo")
-    snakemake(repo, "--configfile", "tests/configs/tiny.yaml")
+def project(tmp_path_factory):
+    """A clone whose params.yaml is the tiny config, after one full `snakemake --cores 2` run."""
+    repo = copy_repo(tmp_path_factory.mktemp("engines") / "repo")
+    (repo / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    sh(repo, str(BIN / "maskforge"), "dvc-yaml")
+    sh(repo, "git", "init", "-q")                      # a clone: the project's own .dvc/ is already there
+    run = snakemake(repo)
+    assert "maskforge handover: recorded" in run.stdout + run.stderr
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "baseline")
     return repo
 
 
-def test_snakemake_runs_the_graph_and_scores_every_store(smk):
-    assert sorted(p.name for p in (smk / "metrics").glob("*.json")) == EVERY_METRIC
-    assert 0 <= json.loads((smk / "metrics/seeds.json").read_text())["miou"] <= 100
+def test_snakemake_runs_the_graph_and_scores_every_store(project):
+    metrics = {out for job in jobs(TINY) for k, out in job.outs.items() if k in job.stage.metrics}
+    assert {f"metrics/{p.name}" for p in (project / "metrics").glob("*.json")} == metrics
+    assert json.loads((project / "metrics/predict.json").read_text())["split"] == "val"
+    report = (project / "reports/index.html").read_text()
+    assert "<img" in report and "http" not in report.split("</title>")[1]      # offline: nothing fetched
+    assert (project / "data/predictions").is_dir()
 
 
-def test_second_snakemake_call_has_nothing_to_do(smk):
-    out = snakemake(smk, "--configfile", "tests/configs/tiny.yaml")
+def test_snakemake_hands_over_to_dvc_and_nothing_is_left_to_do(project):
+    assert "up to date" in dvc(project, "status").stdout.lower()
+    out = snakemake(project)
     assert "Nothing to be done" in out.stdout + out.stderr
 
 
-def test_bg_threshold_reruns_only_seeds_and_what_follows_it(smk, tmp_path):
-    overlay = write_overlay(tmp_path / "o.yaml", **{"cam.bg_threshold": 0.3})
-    out = snakemake(smk, "-n", "--configfile", str(overlay))
-    assert planned_jobs(out.stdout + out.stderr) == {"seeds": 1, "crf": 1, "evaluate": 2}
+@pytest.mark.parametrize("changes, readers", [
+    ({"cam.bg_threshold": 0.3}, ["cam.bg_threshold"]),
+    ({"crf.bilateral_sxy": 10, "crf.bilateral_compat": 50}, ["crf"]),                      # a swap of two values
+    ({"seg.labels": "seeds"}, ["seg.labels"]),
+    ({"ae.erase_threshold": 0.7, "irn.infer.beta": 8}, ["ae.erase_threshold", "irn.infer"]),
+])
+def test_snakemake_reruns_a_changed_param_and_its_descendants_only(project, tmp_path, changes, readers):
+    overlay = write_overlay(tmp_path / "o.yaml", **changes)
+    out = snakemake(project, "-n", "--configfile", str(overlay))
+    config = load_config(project / "params.yaml", [overlay])
+    expected = descendants(config, lambda job: any(readers_of(key)(job) for key in readers))
+    assert planned_jobs(out.stdout + out.stderr) == rules_of(config, expected)
 
 
-def test_fewer_ae_rounds_rerun_only_what_reads_the_last_round(smk, tmp_path):
-    overlay = write_overlay(tmp_path / "o.yaml", **{"ae.rounds": 1})
-    out = snakemake(smk, "-n", "--configfile", str(overlay))
-    assert planned_jobs(out.stdout + out.stderr) == {"assemble_ae": 1, "crf": 1, "evaluate": 2}   # F is now round 0's
+@pytest.mark.parametrize("edited", ["stages/seeds.py", "src/maskforge/randomwalk.py", "src/maskforge/crf.py"])
+def test_snakemake_reruns_the_stages_whose_code_changed_and_their_descendants(project, edited):
+    path = project / edited
+    text, stat = path.read_text(), path.stat()
+    path.write_text(text + "\n# edited\n")
+    try:
+        out = snakemake(project, "-n")
+    finally:
+        path.write_text(text)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    expected = descendants(TINY, lambda job: edited in code_files(job.stage))
+    assert planned_jobs(out.stdout + out.stderr) == rules_of(TINY, expected)
 
 
-def test_crf_param_reruns_only_crf_and_its_evaluations(smk, tmp_path):
-    overlay = write_overlay(tmp_path / "o.yaml", **{"crf.bilateral_srgb": 7})
-    out = snakemake(smk, "-n", "--configfile", str(overlay))
-    assert planned_jobs(out.stdout + out.stderr) == {"crf": 2, "evaluate": 2}
+def test_snakemake_reruns_the_readers_of_a_changed_store(project):
+    out = snakemake(project, "-n", "--forcerun", "saliency")
+    expected = descendants(TINY, lambda job: job.stage.name == "saliency")
+    assert planned_jobs(out.stdout + out.stderr) == rules_of(TINY, expected)
+    assert "train_cam" not in planned_jobs(out.stdout + out.stderr)
 
 
-def test_dvc_repro_runs_the_same_graph(tmp_path):
-    repo = copy_repo(tmp_path / "repo")
-    (repo / "params.yaml").write_text(yaml.safe_dump(load_config(repo / "params.yaml", [repo / "tests/configs/tiny.yaml"]),
-                                                     sort_keys=False))
-    sh(repo, str(BIN / "maskforge"), "dvc-yaml")
-    sh(repo, "git", "init", "-q")                      # a clone: the project's own .dvc/ is already there
-    sh(repo, str(BIN / "dvc"), "repro")
-    assert sorted(p.name for p in (repo / "metrics").glob("*.json")) == EVERY_METRIC
-    assert "up to date" in sh(repo, str(BIN / "dvc"), "status").stdout.lower()
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["cam"]["bg_threshold"] = 0.3
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    ran = re.findall(r"Running stage '([\w]+)'", sh(repo, str(BIN / "dvc"), "repro").stdout)
-    assert sorted(ran) == ["crf_seeds", "evaluate_seeds", "evaluate_seeds_crf", "seeds"]
-    params["crf"]["bilateral_srgb"] = 7
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    ran = re.findall(r"Running stage '([\w]+)'", sh(repo, str(BIN / "dvc"), "repro").stdout)
-    assert sorted(ran) == ["crf_assemble_ae", "crf_seeds", "evaluate_assemble_ae_crf", "evaluate_seeds_crf"]
-    params["ae"]["rounds"] = 1                          # fewer AE rounds: regenerate dvc.yaml; only F's readers rerun
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(repo, str(BIN / "maskforge"), "dvc-yaml")
-    ran = re.findall(r"Running stage '([\w]+)'", sh(repo, str(BIN / "dvc"), "repro").stdout)
-    assert sorted(ran) == ["assemble_ae", "crf_assemble_ae", "evaluate_assemble_ae", "evaluate_assemble_ae_crf"]
+def test_dvc_experiments_rerun_descendants_and_hand_back_to_snakemake(project):
+    """`dvc exp run -S` reruns the readers of the key (and what their outputs change); Snakemake
+    then refuses the outputs DVC rewrote until `maskforge handover --to snakemake` adopts them."""
+    ran = dvc_ran(dvc(project, "exp", "run", "-S", "cam.bg_threshold=0.3").stdout)
+    config = load_config(project / "params.yaml")
+    assert "seeds" in ran and ran <= descendants(config, readers_of("cam.bg_threshold"))
+    diff = json.loads(dvc(project, "metrics", "diff", "--json").stdout)
+    assert "metrics/seeds.json" in diff and "miou" in diff["metrics/seeds.json"]
+
+    refused = snakemake(project, "-n", check=False)
+    assert refused.returncode != 0 and "data/stores/seeds" in refused.stderr and "maskforge handover" in refused.stderr
+    sh(project, str(BIN / "maskforge"), "handover", "--to", "snakemake")
+    out = snakemake(project, "-n")
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+    stage = project / "stages/seeds.py"                  # a code edit: DVC reruns the stage (and only what
+    stage.write_text(stage.read_text() + "\n# edited\n")  # its output changes — here nothing, same bytes)
+    assert dvc_ran(dvc(project, "repro").stdout) == {"seeds"}
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["seg"]["labels"] = "irn"                      # train_seg's input store comes from ${seg.labels}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert set(json.loads(dvc(project, "status", "--json").stdout)) == {"train_seg"}
 
 
 def test_overlay_naming_another_voc_root_runs(tiny_voc, tmp_path):
@@ -127,8 +192,26 @@ def test_overlay_naming_another_voc_root_runs(tiny_voc, tmp_path):
     repo = copy_repo(tmp_path / "repo")
     overlay = tmp_path / "root.yaml"
     overlay.write_text(yaml.safe_dump({"dataset": {"root": str(tiny_voc)}}))
-    one_round = write_overlay(tmp_path / "one_round.yaml", **{"ae.rounds": 1})     # tiny.yaml, one AE round
-    snakemake(repo, "--configfile", str(one_round), str(overlay))
+    one_round = write_overlay(tmp_path / "one_round.yaml", **{"ae.rounds": 1})
+    out = snakemake(repo, "--configfile", "tests/configs/tiny.yaml", str(one_round), str(overlay))
+    assert "not recorded for DVC" in out.stdout + out.stderr          # an overlay run is not what dvc.yaml says
     manifest = json.loads((repo / "data/prepared/manifest.json").read_text())
     assert manifest["format"] == "voc" and manifest["splits"]["train"] == ["a", "b", "c"]
     assert json.loads((repo / "metrics/seeds.json").read_text())["images"] == 3
+
+
+def test_profiles_plan_the_graph_and_lint_passes(tmp_path):
+    """The workstation profile (used by default) caps GPU jobs; the SLURM one plans every rule."""
+    repo = copy_repo(tmp_path / "repo")
+    (repo / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    default = yaml.safe_load((REPO / "workflow/profiles/default/config.yaml").read_text())
+    assert default["resources"] == {"gpu": 1}
+    dry = sh(repo, str(BIN / "snakemake"), "-n")
+    assert "Using workflow specific profile profiles/default" in dry.stdout + dry.stderr
+    out = sh(repo, str(BIN / "snakemake"), "-n", "--profile", "workflow/profiles/slurm")
+    slurm = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    assert planned_jobs(out.stdout + out.stderr) == rules_of(TINY, {job.name for job in jobs(TINY)})
+    gpu_rules = {name for name, s in STAGES.items() if s.gpu}
+    assert gpu_rules <= set(slurm["set-resources"])
+    assert all(slurm["set-resources"][r]["slurm_partition"] == "gpu" for r in gpu_rules)
+    assert sh(repo, str(BIN / "snakemake"), "--lint").returncode == 0

@@ -97,3 +97,68 @@ def test_bad_params_file_is_one_line_and_exit_2(tmp_path):
                              "--store", str(tmp_path / "out")], capture_output=True, text=True)
     assert result.returncode == 2 and "cam.bg_treshold" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_report_is_one_offline_page_with_metrics_and_galleries(run, tmp_path):
+    from stages import report
+    stores = [run[name] for name in ("cam_r0", "seeds", "saliency", "regions_r1", "assemble_ae_crf")]
+    metrics = [run[f"{name}.json"] for name in ("seeds", "cam_r0", "saliency")]
+    out = tmp_path / "index.html"
+    report.main(["--params-json", json.dumps({"report": {"images": 2, "thumbnail": 48}}), "--prepared", run["prepared"],
+                 "--stores", *stores, "--metrics", *metrics, "--html", str(out)])
+    page = out.read_text()
+    assert page.count("<img") == 2 * (2 + len(stores))       # 2 train rows: image, GT, every store (none holds val)
+    assert "<script" not in page and "src=\"http" not in page and "href=" not in page
+    seeds = json.loads(open(run["seeds.json"]).read())
+    assert f"{seeds['miou']:.2f}" in page
+
+
+def test_store_diff_writes_an_html_page_of_the_most_changed_images(run, tmp_path):
+    out = tmp_path / "diff.html"
+    assert maskforge_main(["store", "diff", run["seeds"], run["seeds_crf"], "--top", "3", "--html", str(out),
+                           "--manifest", f"{run['prepared']}/manifest.json"]) == 0
+    page = out.read_text()
+    assert page.count("<img") == 3 * 4                             # image, GT, A, B per changed image
+    assert "IoU A vs B" in page and "crf" in page
+
+
+def test_grid_reruns_one_stage_on_cached_stores_and_reuses_results(run, tmp_path, monkeypatch):
+    from maskforge.config import load_config
+    from workflow.grid import run_grid
+    (tmp_path / "data/stores").mkdir(parents=True)
+    (tmp_path / "data/prepared").symlink_to(run["prepared"])
+    (tmp_path / "data/stores/cam_r0").symlink_to(run["cam_r0"])
+    config = load_config("params.yaml", ["tests/configs/tiny.yaml"])
+    config["cam"]["infer"]["shards"] = 1                              # the fixture's CAM store is whole
+    rows = run_grid(config, "seeds", {"cam.bg_threshold": [0.1, 0.5]}, root=tmp_path)
+    assert sorted(r["cam.bg_threshold"] for r in rows) == [0.1, 0.5]
+    assert rows[0]["miou"] >= rows[1]["miou"]
+    store = tmp_path / "data/sweeps/seeds/cam.bg_threshold=0.1/seeds"
+    assert open_store(store).params == {"cam": {"bg_threshold": 0.1}}
+    written = store.stat().st_mtime_ns
+    run_grid(config, "seeds", {"cam.bg_threshold": [0.1]}, root=tmp_path)
+    assert store.stat().st_mtime_ns == written                       # reused, not recomputed
+    with pytest.raises(Exception, match="does not read"):
+        run_grid(config, "seeds", {"crf.gt_prob": [0.5]}, root=tmp_path)
+
+
+def test_sharded_make_cam_parts_read_as_the_whole_store(run, tmp_path):
+    """cam.infer.shards = 2: two jobs write parts of one store; readers take the parts and see the whole."""
+    from maskforge.config import load_config
+    from stages import make_cam, seeds
+    infer = {**load_config("params.yaml", ["tests/configs/tiny.yaml"])["cam"]["infer"], "shards": 2}
+    params = ["--params-json", json.dumps({"cam": {"infer": infer}})]
+    parts = [str(tmp_path / "cams" / f"part-{i:05d}-of-00002") for i in range(2)]
+    for i, part in enumerate(parts):
+        make_cam.main(params + ["--prepared", run["prepared"], "--ckpt", run["cam_r0.pt"], "--store", part, "--part", str(i)])
+    with open_store(tmp_path / "cams", kind="cam") as sharded, open_store(run["cam_r0"]) as whole:
+        assert sorted(sharded.ids) == sorted(whole.ids)
+        assert [len(open_store(p)) for p in parts] == [6, 6]
+        for image_id in whole.ids:
+            np.testing.assert_allclose(sharded[image_id], whole[image_id], atol=1e-3)
+    seeds.main(["--params-json", json.dumps({"cam": {"bg_threshold": 0.15}}), "--cams", *parts,
+                "--store", str(tmp_path / "seeds")])
+    assert sorted(open_store(tmp_path / "seeds").ids) == sorted(open_store(run["cam_r0"]).ids)
+    from maskforge.config import ConfigError
+    with pytest.raises(ConfigError, match="part 2 of 2"):
+        make_cam.main(params + ["--prepared", run["prepared"], "--ckpt", run["cam_r0.pt"], "--store", parts[0], "--part", "2"])

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 import maskforge
-from maskforge.store import (ABSENT, SCHEMA_VERSION, StoreError, StoreWriter, diff_stores, input_digest,
+from maskforge.store import (ABSENT, part_name, SCHEMA_VERSION, StoreError, StoreWriter, diff_stores, input_digest,
                              open_store, params_sha256)
 
 CLASSES = ["background", "cat", "dog", "bird"]
@@ -301,3 +302,41 @@ def test_diff_refuses_other_kind_or_shape(tmp_path):
         diff_stores(open_store(tmp_path / "m"), open_store(tmp_path / "s"))
     with pytest.raises(StoreError, match=r"image 'm0' is \(1, 2\)"):
         diff_stores(open_store(tmp_path / "m"), open_store(tmp_path / "m2"))
+
+
+def write_parts(path, count, params=PARAMS):
+    """A mask store written by `count` jobs, each its id range as part-<i>-of-<count>."""
+    images = images_of("mask", n=5)
+    ids = list(images)
+    for i in range(count):
+        chunk = ids[i * len(ids) // count:(i + 1) * len(ids) // count]
+        write(path / part_name(i, count), "mask", {k: images[k] for k in chunk}, params=params)
+    return images
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_a_folder_of_parts_opens_as_one_store(tmp_path, count):
+    images = write_parts(tmp_path / "cams", count)
+    with open_store(tmp_path / "cams", kind="mask") as store:
+        assert sorted(store.ids) == sorted(images)
+        for image_id, (mask, _) in images.items():
+            np.testing.assert_array_equal(store[image_id], mask)
+
+
+def test_parts_must_be_complete_agree_and_not_mix_with_a_whole_store(tmp_path):
+    write_parts(tmp_path / "a", 3)
+    shutil.rmtree(tmp_path / "a" / part_name(1, 3))
+    with pytest.raises(StoreError, match="part-00001-of-00003: missing"):
+        open_store(tmp_path / "a")
+    write_parts(tmp_path / "b", 2)
+    write(tmp_path / "b" / part_name(1, 2), "mask", {"x": (np.zeros((2, 2), np.uint8), None)}, params={"other": 1})
+    with pytest.raises(StoreError, match="params differ"):
+        open_store(tmp_path / "b")
+    write_parts(tmp_path / "c", 2)
+    write_parts(tmp_path / "c", 3)
+    with pytest.raises(StoreError, match="parts of \\[2, 3\\] jobs"):
+        open_store(tmp_path / "c")
+    write_parts(tmp_path / "d", 2)
+    (tmp_path / "d" / "meta.json").write_text("{}")
+    with pytest.raises(StoreError, match="both a whole store and parts"):
+        open_store(tmp_path / "d")

@@ -9,8 +9,8 @@ import sys
 import pytest
 import yaml
 
-from maskforge.config import load_config, select_keys
-from workflow.stages import STAGES, code_files, dvc_yaml, render_dvc_yaml
+from maskforge.config import get_key, load_config, select_keys
+from workflow.stages import STAGES, Job, code_files, dvc_yaml, render_dvc_yaml
 
 
 def test_dvc_yaml_is_generated_from_the_table():
@@ -30,7 +30,7 @@ def snakemake_plan(*extra):
         fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
         wildcards = dict(w.split("=", 1) for w in fields.get("wildcards", "").split(", ") if w)
         command = re.search(r"^Shell command: (.*)$", block, re.M).group(1)
-        jobs[STAGES[rule].dvc_name.format(**wildcards)] = {
+        jobs[Job(STAGES[rule], wildcards, {}, {}).name] = {
             "deps": set(fields.get("input", "").split(", ")) - {""},
             "outs": set(fields["output"].split(", ")),
             "argv": shlex.split(command.split(" > ")[0]),
@@ -41,16 +41,23 @@ def snakemake_plan(*extra):
 
 
 def stage_args(argv):
-    """(module, params source, {--name: value}) with empty optional inputs dropped."""
+    """(module, params source, {--name: values}) with empty optional inputs dropped."""
     module, source, rest = argv[2], argv[3:5], argv[5:]
-    named, i = {}, 0
-    while i < len(rest):
-        if i + 1 < len(rest) and not rest[i + 1].startswith("--"):
-            named[rest[i]] = rest[i + 1]
-            i += 2
+    named, name = {}, None
+    for token in rest:
+        if token.startswith("--"):
+            name = token
         else:
-            i += 1
-    return module, source, named
+            named.setdefault(name, []).append(token)
+    return module, source, {k: tuple(v) for k, v in named.items()}
+
+
+def resolve_dvc_templates(dvc, config):
+    """dvc.yaml with DVC's own `${key}` interpolation from params.yaml done, as `dvc repro` does."""
+    text = yaml.safe_dump(dvc)
+    for dotted in set(re.findall(r"\$\{([\w.]+)\}", text)):
+        text = text.replace("${" + dotted + "}", str(get_key(config, dotted)))
+    return yaml.safe_load(text)
 
 
 def assert_same_graph(plan, dvc):
@@ -72,7 +79,7 @@ def assert_same_graph(plan, dvc):
 @pytest.mark.slow
 def test_snakefile_and_dvc_yaml_plan_the_same_jobs():
     with open("dvc.yaml") as f:
-        assert_same_graph(snakemake_plan(), yaml.safe_load(f))
+        assert_same_graph(snakemake_plan(), resolve_dvc_templates(yaml.safe_load(f), load_config()))
 
 
 @pytest.mark.slow
@@ -81,8 +88,23 @@ def test_engines_agree_under_an_overlay(tmp_path):
     overlay.write_text("ae:\n  rounds: 2\ncam:\n  bg_threshold: 0.3\n")
     plan = snakemake_plan("--configfile", str(overlay))
     assert "train_cam_r2" not in plan and "train_cam_r1" in plan
-    assert_same_graph(plan, dvc_yaml(load_config("params.yaml", [overlay])))
+    config = load_config("params.yaml", [overlay])
+    assert_same_graph(plan, resolve_dvc_templates(dvc_yaml(config), config))
     assert json.loads(plan["seeds"]["argv"][4]) == {"cam": {"bg_threshold": 0.3}}
+
+
+@pytest.mark.slow
+def test_engines_agree_on_sharded_cam_inference(tmp_path):
+    """cam.infer.shards: 3 → three make_cam jobs per round, each writing a part; readers depend on all parts."""
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text("ae:\n  rounds: 2\ncam:\n  infer:\n    shards: 3\n")
+    plan = snakemake_plan("--configfile", str(overlay))
+    config = load_config("params.yaml", [overlay])
+    assert_same_graph(plan, resolve_dvc_templates(dvc_yaml(config), config))
+    assert {f"make_cam_r{r}_p{i}" for r in range(2) for i in range(3)} <= set(plan)
+    parts = {f"data/stores/cam_r0/part-{i:05d}-of-00003" for i in range(3)}
+    assert parts <= plan["seeds"]["deps"] and parts <= plan["evaluate_cam_r0"]["deps"]
+    assert "data/stores/cam_r0" not in plan["seeds"]["deps"]
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
@@ -99,5 +121,6 @@ def test_declared_code_is_what_the_stage_imports(name):
 @pytest.mark.slow
 def test_snakemake_plans_on_msrc_with_the_same_graph():
     plan = snakemake_plan("--configfile", "configs/msrc.yaml")
-    assert_same_graph(plan, dvc_yaml(load_config("params.yaml", ["configs/msrc.yaml"])))
+    config = load_config("params.yaml", ["configs/msrc.yaml"])
+    assert_same_graph(plan, resolve_dvc_templates(dvc_yaml(config), config))
     assert json.loads(plan["prepare"]["argv"][4])["dataset"]["root"] == "../shared/datasets/msrc"

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, Mapping
 
-from maskforge.config import canonical_json, select_keys
+from maskforge.config import canonical_json, get_key, select_keys
+from maskforge.store import PART, part_name
 
 PREPARED = "data/prepared"
 MANIFEST = f"{PREPARED}/manifest.json"
@@ -38,6 +39,8 @@ class Stage:
     metrics: tuple[str, ...] = ()        # outs that are DVC metrics (not cached)
     plots: tuple[str, ...] = ()          # outs that are DVC plots (not cached)
     store_kind: str | None = None        # kind of the store in outs["store"], if any
+    collects: Mapping[str, str] = field(default_factory=dict)  # --name → "stores"|"metrics": every such output of the DAG
+    parts: str | None = None             # params key: the number of jobs that write parts of outs["store"]
     gpu: int = 0                         # GPUs a job uses (Snakemake: resources gpu=N; checked by a test)
 
     @property
@@ -75,6 +78,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         later_round_deps={"regions": f"{STORES}/regions_r{{prev}}"},
         outs={"store": f"{STORES}/cam_r{{round}}"},
         store_kind="cam",
+        parts="cam.infer.shards",
         gpu=1,
     ),
     Stage(
@@ -118,6 +122,59 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         store_kind="mask",
     ),
     Stage(
+        name="ir_labels",
+        params=("irn.fg_threshold", "irn.bg_threshold", "crf"),
+        deps={"prepared": PREPARED, "cams": f"{STORES}/cam_r0"},
+        outs={"store": f"{STORES}/ir_labels"},
+        store_kind="mask",
+    ),
+    Stage(
+        name="train_irn",
+        params=("cam.backbone", "cam.weights", "irn.train"),
+        deps={"prepared": PREPARED, "labels": f"{STORES}/ir_labels"},
+        outs={"ckpt": f"{MODELS}/irn.pt", "curve": f"{METRICS}/train_irn.csv"},
+        plots=("curve",),
+        gpu=1,
+    ),
+    Stage(
+        name="refine_irn",
+        params=("irn.infer",),
+        deps={"prepared": PREPARED, "ckpt": f"{MODELS}/irn.pt", "cams": f"{STORES}/cam_r0"},
+        outs={"store": f"{STORES}/irn"},
+        store_kind="mask",
+        gpu=1,
+    ),
+    Stage(
+        name="ground_truth",
+        params=(),
+        deps={"prepared": PREPARED},
+        outs={"store": f"{STORES}/gt"},
+        store_kind="mask",
+    ),
+    Stage(
+        name="train_seg",
+        params=("seg.labels", "seg.backbone", "seg.weights", "seg.output_stride", "seg.psl", "seg.train"),
+        deps={"prepared": PREPARED, "labels": f"{STORES}/{{labels}}"},
+        outs={"ckpt": f"{MODELS}/seg.pt", "curve": f"{METRICS}/train_seg.csv"},
+        plots=("curve",),
+        gpu=1,
+    ),
+    Stage(
+        name="predict",
+        params=("seg.infer", "crf"),
+        deps={"prepared": PREPARED, "ckpt": f"{MODELS}/seg.pt"},
+        outs={"store": f"{STORES}/predict", "pngs": "data/predictions"},
+        store_kind="mask",
+        gpu=1,
+    ),
+    Stage(
+        name="report",
+        params=("report",),
+        deps={"prepared": PREPARED},
+        collects={"stores": "stores", "metrics": "metrics"},
+        outs={"html": "reports/index.html"},
+    ),
+    Stage(
         name="evaluate",
         wildcard="store",
         params=(),
@@ -151,12 +208,19 @@ EVALUATOR_OF_KIND = {"cam": "evaluate_cam", "saliency": "evaluate_saliency", "ma
 class Job:
     stage: Stage
     wildcards: Mapping[str, str]
-    deps: Mapping[str, str]
+    deps: Mapping[str, str | tuple[str, ...]]      # a store written in parts is the tuple of its parts
     outs: Mapping[str, str]
+    collected: Mapping[str, tuple[str, ...]] = field(default_factory=dict)   # --name → several paths
 
     @property
     def name(self) -> str:
-        return self.stage.dvc_name.format(**self.wildcards)
+        name = self.stage.dvc_name.format(**self.wildcards)
+        return f"{name}_p{int(self.wildcards['part'])}" if "part" in self.wildcards else name
+
+    def dep_paths(self) -> list[str]:
+        """Every path the job reads (parts of parted stores listed one by one)."""
+        paths = [p for v in self.deps.values() for p in ((v,) if isinstance(v, str) else v)]
+        return paths + [p for ps in self.collected.values() for p in ps]
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,8 +275,8 @@ def params_json(stage: Stage, config: Mapping[str, Any]) -> str:
     return canonical_json(select_keys(config, stage.params))
 
 
-def _expand(stage: Stage, wildcards: dict[str, str], last_round: int) -> Job:
-    fill = {**wildcards, "last": str(last_round)}
+def _expand(stage: Stage, wildcards: dict[str, str], context: Mapping[str, str]) -> Job:
+    fill = {**wildcards, **context}
     templates = dict(stage.deps)
     if stage.wildcard == "round" and int(wildcards["round"]) > 0:
         fill["prev"] = str(int(wildcards["round"]) - 1)
@@ -222,50 +286,101 @@ def _expand(stage: Stage, wildcards: dict[str, str], last_round: int) -> Job:
     return Job(stage, wildcards, deps, outs)
 
 
-def jobs(config: Mapping[str, Any]) -> list[Job]:
-    """Every job of the DAG for `config`, upstream first."""
+# DVC reads seg.labels from params.yaml itself (`dvc exp run -S seg.labels=irn` works unchanged).
+DVC_TRAINING_LABELS = "${seg.labels}"
+
+
+def jobs(config: Mapping[str, Any], training_labels: str | None = None) -> list[Job]:
+    """Every job of the DAG for `config`, upstream first. `{last}` is the last AE round and
+    `{labels}` the store train_seg learns from (seg.labels, or `training_labels` if given)."""
     rounds = config["ae"]["rounds"]
+    context = {"last": str(rounds - 1), "labels": training_labels or config["seg"]["labels"]}
     listed: list[Job] = []
     for stage in STAGES.values():
         if stage.wildcard is None:
-            listed.append(_expand(stage, {}, rounds - 1))
+            listed.append(_expand(stage, {}, context))
         elif stage.wildcard == "round":
-            listed.extend(_expand(stage, {"round": str(r)}, rounds - 1) for r in range(rounds))
+            listed.extend(_expand(stage, {"round": str(r)}, context) for r in range(rounds))
         elif stage.wildcard == "source":
-            listed.extend(_expand(stage, {"source": source}, rounds - 1) for source in stage.sources)
-    stores = [(job.outs["store"], job.stage.store_kind) for job in listed if job.stage.store_kind]
-    for path, kind in stores:
+            listed.extend(_expand(stage, {"source": source}, context) for source in stage.sources)
+    listed, parts_of = _split_into_parts(listed, config)
+    stores = {_whole_store(job.outs["store"]): job.stage.store_kind for job in listed if job.stage.store_kind}
+    for path, kind in stores.items():
         evaluator = STAGES[EVALUATOR_OF_KIND[kind]]
-        listed.append(_expand(evaluator, {"store": path.removeprefix(f"{STORES}/")}, rounds - 1))
-    return listed
+        listed.append(_expand(evaluator, {"store": path.removeprefix(f"{STORES}/")}, context))
+    listed = [replace(job, deps={k: parts_of.get(v, v) for k, v in job.deps.items()}) for job in listed]
+    outputs = {"stores": tuple(p for path in stores for p in parts_of.get(path, (path,))),
+               "metrics": tuple(job.outs[k] for job in listed for k in job.stage.metrics)}
+    return [replace(job, collected={name: outputs[what] for name, what in job.stage.collects.items()})
+            if job.stage.collects else job for job in listed]
+
+
+def _split_into_parts(listed: list[Job], config: Mapping[str, Any]) -> tuple[list[Job], dict[str, tuple[str, ...]]]:
+    """Each job of a parted stage (count > 1) becomes one job per part writing `<store>/part-i-of-n`;
+    also returns store path → its parts."""
+    out, parts_of = [], {}
+    for job in listed:
+        count = get_key(config, job.stage.parts) if job.stage.parts else 1
+        if count == 1:
+            out.append(job)
+            continue
+        whole = job.outs["store"]
+        parts_of[whole] = tuple(f"{whole}/{part_name(i, count)}" for i in range(count))
+        out.extend(replace(job, wildcards={**job.wildcards, "part": f"{i:05d}"},
+                           outs={**job.outs, "store": parts_of[whole][i]}) for i in range(count))
+    return out, parts_of
+
+
+def _whole_store(path: str) -> str:
+    """The store a part belongs to (the path itself for a whole store)."""
+    return path.rpartition("/")[0] if PART.match(path.rpartition("/")[2]) else path
 
 
 def final_targets(config: Mapping[str, Any]) -> list[str]:
-    """What `rule all` asks for: every metrics file (which pulls in every store)."""
-    return [out for job in jobs(config) for key, out in job.outs.items() if key in job.stage.metrics]
+    """What `rule all` asks for: every metrics file and the report (which pull in every store)."""
+    return [out for job in jobs(config) for key, out in job.outs.items()
+            if key in job.stage.metrics or job.stage.collects]
+
+
+def collected(config: Mapping[str, Any], what: str) -> list[str]:
+    """Every store ("stores", parts one by one) or metrics file ("metrics") of the DAG, for a
+    collecting rule's input."""
+    return next(list(job.collected[name]) for job in jobs(config)
+                for name, kind in job.stage.collects.items() if kind == what)
+
+
+def store_paths(config: Mapping[str, Any], path: str) -> list[str]:
+    """What a rule reading the store at `path` depends on: the store, or each of its parts."""
+    count = next((get_key(config, job.stage.parts) for job in jobs(config)
+                  if job.stage.parts and _whole_store(job.outs["store"]) == path), 1)
+    return [path] if count == 1 else [f"{path}/{part_name(i, count)}" for i in range(count)]
 
 
 def command(job: Job, params_arg: str) -> str:
     """The stage's command line; `params_arg` is how params reach it (JSON or params.yaml)."""
-    args = [f"--{k} {v}" for k, v in {**job.deps, **job.outs}.items()]
+    args = [f"--{k} {v if isinstance(v, str) else ' '.join(v)}" for k, v in job.deps.items()]
+    args += [f"--{k} {' '.join(paths)}" for k, paths in job.collected.items()]
+    args += [f"--{k} {v}" for k, v in job.outs.items()]
+    args += [f"--part {job.wildcards['part']}"] if "part" in job.wildcards else []
     return " ".join([f"python -m {job.stage.module}", params_arg, *args])
 
 
-def shell_command(stage: Stage) -> str:
+def shell_command(stage: Stage, config: Mapping[str, Any]) -> str:
     """The Snakemake `shell:` of a rule: same arguments as the DVC cmd, params as JSON."""
-    args = [f"--{k} {{input.{k}}}" for k in {**stage.deps, **stage.later_round_deps}]
+    args = [f"--{k} {{input.{k}}}" for k in {**stage.deps, **stage.later_round_deps, **stage.collects}]
     args += [f"--{k} {{output.{k}}}" for k in stage.outs]
+    args += ["--part {wildcards.part}"] if stage.parts and get_key(config, stage.parts) > 1 else []
     return " ".join([f"python -m {stage.module}", "--params-json {params.values:q}", *args, "> {log} 2>&1"])
 
 
 def dvc_yaml(config: Mapping[str, Any]) -> dict[str, Any]:
     """dvc.yaml for `config` (DVC templating has no arithmetic, so each AE round is listed)."""
     stages: dict[str, Any] = {}
-    for job in jobs(config):
+    for job in jobs(config, training_labels=DVC_TRAINING_LABELS):
         stage = job.stage
         entry: dict[str, Any] = {
             "cmd": command(job, "--params-file params.yaml"),
-            "deps": code_files(stage) + list(job.deps.values()),
+            "deps": code_files(stage) + job.dep_paths(),
         }
         if stage.params:
             entry["params"] = list(stage.params)

@@ -85,3 +85,10 @@ def same_size_batches(sizes: Sequence[tuple[int, int]], batch_size: int) -> list
         groups.setdefault(tuple(size), []).append(index)
     return [members[i:i + batch_size] for members in groups.values() for i in range(0, len(members), batch_size)]
 
+
+
+def part_of(ids: Sequence[str], part: int, count: int) -> list[str]:
+    """The contiguous id range that job `part` of `count` infers (sizes differ by at most one)."""
+    if not 0 <= part < count:
+        raise ValueError(f"part {part} of {count}: choose 0 ≤ part < {count}")
+    return list(ids[part * len(ids) // count:(part + 1) * len(ids) // count])

@@ -1,4 +1,5 @@
-"""The `maskforge` command line: `store info|diff|export|import`, `sweep`, `dvc-yaml`.
+"""The `maskforge` command line: `store info|diff|export|import`, `sweep`, `grid`, `dvc-yaml`,
+`report`, `handover`.
 
 Each subcommand is one small function taking the parsed arguments; add a command group with an
 `add_<group>_commands(subparsers)` function called from `build_parser()`.
@@ -17,8 +18,8 @@ from pathlib import Path
 from maskforge.config import ConfigError
 from maskforge.data.manifest import DatasetError, Manifest
 from maskforge.files import atomic_write_text
-from maskforge.store import (StoreError, StoreWriter, diff_stores, export_pngs, flatten, input_digest, open_store,
-                             read_png)
+from maskforge.store import (META, StoreError, StoreWriter, diff_stores, export_pngs, flatten, input_digest,
+                             open_store, read_png)
 
 EXIT_USER_ERROR = 2
 
@@ -54,6 +55,10 @@ def cmd_store_diff(args: argparse.Namespace) -> None:
     """Print how store B differs from store A: ids, provenance, per-class change, top images."""
     with open_store(args.a) as a, open_store(args.b) as b:
         d = diff_stores(a, b, top=args.top)
+        if args.html:
+            from maskforge.viz import store_diff_html
+            manifest = Manifest.read(args.manifest) if args.manifest and os.path.exists(args.manifest) else None
+            atomic_write_text(args.html, store_diff_html(d, a, b, manifest))
     print(f"A: {args.a}\nB: {args.b}\n{d['kind']} stores: {d['common']} common ids, "
           f"{len(d['only_a'])} only in A, {len(d['only_b'])} only in B")
     for side, label in (("only_a", "only in A"), ("only_b", "only in B")):
@@ -68,6 +73,8 @@ def cmd_store_diff(args: argparse.Namespace) -> None:
         print(f"\npixel agreement (pixels labelled in either): {_cell(d['agreement'])}\n"
               f"pixels whose ignore status changed: {_cell(d['ignore_changed'])}")
     print(f"\nmost changed images ({d['most_changed_metric']})\n" + table(["id", d["most_changed_metric"]], d["most_changed"]))
+    if args.html:
+        print(f"\nwrote {args.html}")
 
 
 def cmd_store_export(args: argparse.Namespace) -> None:
@@ -107,6 +114,9 @@ def add_store_commands(commands: argparse._SubParsersAction) -> None:
     diff.add_argument("a")
     diff.add_argument("b")
     diff.add_argument("--top", type=int, default=10, help="images (and ids) to list (default 10)")
+    diff.add_argument("--html", metavar="FILE", help="also write an offline HTML page with the most changed images")
+    diff.add_argument("--manifest", default="data/prepared/manifest.json",
+                      help="manifest for images and GT on the HTML page (default data/prepared/manifest.json; skipped if absent)")
     diff.set_defaults(func=cmd_store_diff)
 
     export = sub.add_parser("export", help="mask store → VOC palette PNGs <id>.png")
@@ -148,8 +158,52 @@ def cmd_dvc_yaml(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def cmd_grid(args: argparse.Namespace) -> None:
+    """Rerun one stage over a parameter grid on the cached upstream stores and rank the results."""
+    from maskforge.config import load_config
+    from maskforge.reporting import write_csv
+    from workflow.grid import parse_grid, run_grid
+
+    rows = run_grid(load_config(args.params, args.configfile), args.stage, parse_grid(args.set), args.source)
+    keys = [k for k in rows[0] if k not in ("miou", "labelled_fraction", "store")]
+    print(table([*keys, "mIoU", "labelled", "store"],
+                [[*(r[k] for k in keys), f"{r['miou']:.2f}", f"{100 * r['labelled_fraction']:.1f}%", r["store"]] for r in rows]))
+    if args.out:
+        write_csv(args.out, rows)
+        print(f"wrote {args.out}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    """Write the HTML report of the stores and metrics files on disk (default: all of them)."""
+    from maskforge.viz import report_html
+
+    stores = [open_store(p) for p in (args.stores or sorted(p.parent for p in Path("data/stores").glob(f"*/{META}")))]
+    metrics = args.metrics or sorted(Path("metrics").glob("*.json"))
+    summaries = {Path(p).stem: json.loads(Path(p).read_text()) for p in metrics}
+    manifest = Manifest.read(Path(args.prepared) / "manifest.json")
+    atomic_write_text(args.out, report_html(manifest, stores, summaries, args.images, args.thumbnail))
+    print(f"wrote {args.out}: {len(stores)} stores, {len(summaries)} metrics files")
+
+
+def cmd_handover(args: argparse.Namespace) -> None:
+    from maskforge.config import load_config
+    from workflow.handover import HandoverError, adopt_for_snakemake, record_for_dvc
+
+    config = load_config(args.params)
+    try:
+        print(record_for_dvc(config) if args.to == "dvc" else adopt_for_snakemake(config, cores=args.cores))
+    except HandoverError as e:
+        raise ConfigError(str(e)) from None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--params and --configfile: the config a command works with, as Snakemake would merge it."""
+    parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    parser.add_argument("--configfile", nargs="*", default=[], help="overlays merged over the params file")
+
+
 def add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
-    """`maskforge sweep` and `maskforge dvc-yaml`."""
+    """`maskforge sweep`, `maskforge dvc-yaml` and `maskforge handover`."""
     sweep = commands.add_parser("sweep", help="score seed background thresholds on a cached CAM store (no inference)")
     sweep.add_argument("store", help="a CAM store, e.g. data/stores/cam_r0")
     sweep.add_argument("--manifest", default="data/prepared/manifest.json", help="manifest with the GT masks")
@@ -158,11 +212,41 @@ def add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument("--out", default="metrics/sweep.csv", help="CSV of threshold, mIoU")
     sweep.set_defaults(func=cmd_sweep)
     dvc = commands.add_parser("dvc-yaml", help="regenerate dvc.yaml from the stage table and params")
-    dvc.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
-    dvc.add_argument("--configfile", nargs="*", default=[], help="overlays merged over the params file")
+    add_config_arguments(dvc)
     dvc.add_argument("--out", default="dvc.yaml", help="where to write (default dvc.yaml)")
     dvc.add_argument("--check", action="store_true", help="exit 2 if the file differs instead of writing it")
     dvc.set_defaults(func=cmd_dvc_yaml)
+    grid = commands.add_parser(
+        "grid", help="rerun one stage over a params grid on cached upstream stores and rank by mIoU",
+        description="Rerun STAGE for every combination of the --set values, reading its upstream stores as "
+                    "the pipeline left them (nothing upstream or downstream runs), and score each result against "
+                    "GT. Results are kept in data/sweeps/<job>/<combination>/ and reused by later grids. "
+                    "Example: maskforge grid crf --source seeds --set crf.bilateral_srgb=3,5,7 --set crf.gt_prob=0.6,0.7")
+    grid.add_argument("stage", help="a stage that writes a mask store: seeds, assemble_ae, crf, ir_labels, refine_irn, ...")
+    grid.add_argument("--source", help="which input for stages with several (crf: seeds or assemble_ae)")
+    grid.add_argument("--set", action="append", required=True, metavar="KEY=V1,V2",
+                      help="a params key and its values (repeat for a product grid)")
+    add_config_arguments(grid)
+    grid.add_argument("--out", help="also write the ranked rows as CSV")
+    grid.set_defaults(func=cmd_grid)
+    report = commands.add_parser("report", help="offline HTML page: metrics table and galleries of every store")
+    report.add_argument("--prepared", default="data/prepared", help="the prepare stage's folder (images, GT)")
+    report.add_argument("--stores", nargs="*", help="stores to show (default: every store under data/stores)")
+    report.add_argument("--metrics", nargs="*", help="metrics JSON files (default: metrics/*.json)")
+    report.add_argument("--images", type=int, default=6, help="gallery rows per split (default 6)")
+    report.add_argument("--thumbnail", type=int, default=160, help="picture size in pixels (default 160)")
+    report.add_argument("--out", default="reports/index.html", help="where to write (default reports/index.html)")
+    report.set_defaults(func=cmd_report)
+    handover = commands.add_parser(
+        "handover", help="hand the outputs of one engine to the other",
+        description="--to dvc: `dvc commit -f` the stages whose outputs Snakemake (re)wrote (the Snakefile's "
+                    "onsuccess does this after each run with params.yaml). --to snakemake: once `dvc status` is "
+                    "clean, let Snakemake record the outputs DVC wrote (it refuses to run on outputs it has no "
+                    "record of). Run in the project root.")
+    handover.add_argument("--to", required=True, choices=("dvc", "snakemake"), help="the engine that takes over")
+    handover.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    handover.add_argument("--cores", type=int, default=1, help="cores for `snakemake --touch` (default 1)")
+    handover.set_defaults(func=cmd_handover)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,7 +59,8 @@ def input_digest(path: str | os.PathLike) -> str:
     if not path.is_dir():
         raise StoreError(f"{path}: input does not exist — build it first or fix the path")
     h = hashlib.sha256()
-    for name in sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()):
+    files = (p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp")   # Snakemake's marker
+    for name in sorted(p.relative_to(path).as_posix() for p in files):
         h.update(name.encode() + b"\0" + _file_sha256(path / name))
     return h.hexdigest()
 
@@ -260,15 +261,37 @@ class MaskStore:
         self.close()
 
 
+PART = re.compile(r"^part-(\d{5})-of-(\d{5})$")
+
+
+def part_name(index: int, count: int) -> str:
+    """The folder of part `index` of a store written by `count` jobs (e.g. sharded make_cam)."""
+    return f"part-{index:05d}-of-{count:05d}"
+
+
 def open_store(path: str | os.PathLike, kind: str | None = None) -> MaskStore:
-    """Open a store for reading, checking schema version, kind and shard sizes."""
+    """Open a store for reading, checking schema version, kind and shard sizes.
+
+    A store written by several jobs is a folder of parts `part-<i>-of-<n>/`, each a store of
+    its own id range; it opens as one store once all n parts are there and agree."""
     path = Path(path)
     if _TMP_NAME.search(path.name):
         raise StoreError(f"{path}: unfinished temporary store left by an interrupted writer — delete it and re-run the stage")
+    parts = sorted(p.name for p in path.iterdir() if PART.match(p.name)) if path.is_dir() else []
+    if parts:
+        if (path / META).exists():
+            raise StoreError(f"{path}: both a whole store and parts ({parts[0]}, …) — delete the stale one and re-run")
+        return MaskStore(path, _merged_parts(path, parts, kind))
     if not (path / META).is_file():
         raise StoreError(f"{path}: not a mask store (no {META}) — pass a store directory written by maskforge")
+    return MaskStore(path, _read_meta(path, kind))
+
+
+def _read_meta(path: Path, kind: str | None) -> dict:
     try:
         meta = json.loads((path / META).read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{path}: not a mask store (no {META}) — pass a store directory written by maskforge") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise StoreError(f"{path / META}: not valid JSON ({e}) — {_RERUN}") from None
     version = meta.get("schema_version") if isinstance(meta, dict) else None
@@ -282,7 +305,31 @@ def open_store(path: str | os.PathLike, kind: str | None = None) -> MaskStore:
         if actual != size:
             found = "missing" if actual is None else f"{actual} bytes"
             raise StoreError(f"{path / shard}: {found}, {META} says {size} bytes (truncated or modified) — {_RERUN}")
-    return MaskStore(path, meta)
+    return meta
+
+
+def _merged_parts(path: Path, parts: list[str], kind: str | None) -> dict:
+    """One meta over all parts: ids and shards addressed as `part-…/shard-….h5`."""
+    counts = {int(PART.match(name).group(2)) for name in parts}
+    if len(counts) != 1:
+        raise StoreError(f"{path}: parts of {sorted(counts)} jobs — delete the stale parts and re-run the stage")
+    count = counts.pop()
+    missing = [part_name(i, count) for i in range(count) if part_name(i, count) not in parts]
+    if missing:
+        raise StoreError(f"{path / missing[0]}: missing ({len(missing)} of {count} parts) — run the remaining jobs")
+    metas = [_read_meta(path / part_name(i, count), kind) for i in range(count)]
+    merged = {**metas[0], "ids": {}, "shards": {}}
+    for i, meta in enumerate(metas):
+        name = part_name(i, count)
+        for key in ("kind", "stage", "params", "inputs", "classes"):
+            if meta[key] != metas[0][key]:
+                raise StoreError(f"{path / name}: its {key} differ from {part_name(0, count)}'s — re-run every part with one config")
+        for image_id, shard in meta["ids"].items():
+            if image_id in merged["ids"]:
+                raise StoreError(f"{path / name}: image {image_id!r} is also in another part — re-run every part")
+            merged["ids"][image_id] = f"{name}/{shard}"
+        merged["shards"].update({f"{name}/{shard}": size for shard, size in meta["shards"].items()})
+    return merged
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

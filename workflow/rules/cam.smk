@@ -8,6 +8,8 @@ rule prepare:
         prepared=directory("data/prepared"),
     params:
         values=stage_params("prepare"),
+    conda:
+        "../envs/maskforge.yaml"
     log:
         "logs/prepare.log",
     benchmark:
@@ -26,6 +28,8 @@ rule train_cam:
         curve="metrics/train_cam_r{round}.csv",
     params:
         values=stage_params("train_cam"),
+    conda:
+        "../envs/maskforge.yaml"
     log:
         "logs/train_cam_r{round}.log",
     benchmark:
@@ -44,13 +48,15 @@ rule make_cam:
         ckpt="data/models/cam_r{round}.pt",
         regions=previous_regions,
     output:
-        store=directory("data/stores/cam_r{round}"),
+        store=directory(cam_store_output()),
     params:
         values=stage_params("make_cam"),
+    conda:
+        "../envs/maskforge.yaml"
     log:
-        "logs/make_cam_r{round}.log",
+        f"logs/make_cam_r{{round}}{part_suffix()}.log",
     benchmark:
-        "benchmarks/runs/make_cam_r{round}.tsv"
+        f"benchmarks/runs/make_cam_r{{round}}{part_suffix()}.tsv"
     threads: workflow.cores
     resources:
         gpu=1,
@@ -61,12 +67,14 @@ rule make_cam:
 rule erase:
     input:
         code=stage_code("erase"),
-        cams="data/stores/cam_r{round}",
+        cams=cams_of_round,
         regions=previous_regions,
     output:
         store=directory("data/stores/regions_r{round}"),
     params:
         values=stage_params("erase"),
+    conda:
+        "../envs/maskforge.yaml"
     log:
         "logs/erase_r{round}.log",
     benchmark:
@@ -78,11 +86,13 @@ rule erase:
 rule seeds:
     input:
         code=stage_code("seeds"),
-        cams="data/stores/cam_r0",
+        cams=round0_cams(),
     output:
         store=directory("data/stores/seeds"),
     params:
         values=stage_params("seeds"),
+    conda:
+        "../envs/maskforge.yaml"
     log:
         "logs/seeds.log",
     benchmark:

@@ -1,4 +1,5 @@
-# Saliency, AE-PSL pseudo-mask assembly (S = F ∪ B) and dense-CRF refinement.
+# Saliency, AE-PSL pseudo-mask assembly (S = F ∪ B), dense-CRF refinement and IRN (IR labels,
+# boundary branch, random walk).
 
 
 rule saliency:
@@ -9,6 +10,8 @@ rule saliency:
         store=directory("data/stores/saliency"),
     params:
         values=stage_params("saliency"),
+    conda:
+        "../envs/maskforge.yaml"
     log:
         "logs/saliency.log",
     benchmark:
@@ -27,6 +30,8 @@ rule assemble_ae:
         ignored="metrics/assemble_ae_ignored.json",
     params:
         values=stage_params("assemble_ae"),
+    conda:
+        "../envs/maskforge.yaml"
     log:
         "logs/assemble_ae.log",
     benchmark:
@@ -46,6 +51,8 @@ rule crf:
         values=stage_params("crf"),
     wildcard_constraints:
         source="|".join(STAGES["crf"].sources),
+    conda:
+        "../envs/maskforge.yaml"
     log:
         "logs/crf_{source}.log",
     benchmark:
@@ -53,3 +60,69 @@ rule crf:
     threads: config["crf"]["workers"]
     shell:
         stage_shell("crf")
+
+
+rule ir_labels:
+    input:
+        code=stage_code("ir_labels"),
+        prepared="data/prepared",
+        cams=round0_cams(),
+    output:
+        store=directory("data/stores/ir_labels"),
+    params:
+        values=stage_params("ir_labels"),
+    conda:
+        "../envs/maskforge.yaml"
+    log:
+        "logs/ir_labels.log",
+    benchmark:
+        "benchmarks/runs/ir_labels.tsv"
+    threads: config["crf"]["workers"]
+    shell:
+        stage_shell("ir_labels")
+
+
+rule train_irn:
+    input:
+        code=stage_code("train_irn"),
+        prepared="data/prepared",
+        labels="data/stores/ir_labels",
+    output:
+        ckpt="data/models/irn.pt",
+        curve="metrics/train_irn.csv",
+    params:
+        values=stage_params("train_irn"),
+    conda:
+        "../envs/maskforge.yaml"
+    log:
+        "logs/train_irn.log",
+    benchmark:
+        "benchmarks/runs/train_irn.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    shell:
+        stage_shell("train_irn")
+
+
+rule refine_irn:
+    input:
+        code=stage_code("refine_irn"),
+        prepared="data/prepared",
+        ckpt="data/models/irn.pt",
+        cams=round0_cams(),
+    output:
+        store=directory("data/stores/irn"),
+    params:
+        values=stage_params("refine_irn"),
+    conda:
+        "../envs/maskforge.yaml"
+    log:
+        "logs/refine_irn.log",
+    benchmark:
+        "benchmarks/runs/refine_irn.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    shell:
+        stage_shell("refine_irn")

@@ -9,7 +9,7 @@ rule evaluate_cam:
     input:
         code=stage_code("evaluate_cam"),
         prepared="data/prepared",
-        store="data/stores/{store}",
+        store=store_to_score,
     output:
         metrics="metrics/{store}.json",
         sweep="metrics/{store}_sweep.csv",
@@ -17,6 +17,8 @@ rule evaluate_cam:
         values=stage_params("evaluate_cam"),
     wildcard_constraints:
         store=r"cam_r\d+",
+    conda:
+        "../envs/maskforge.yaml"
     log:
         "logs/evaluate_{store}.log",
     benchmark:
@@ -29,11 +31,13 @@ rule evaluate:
     input:
         code=stage_code("evaluate"),
         prepared="data/prepared",
-        store="data/stores/{store}",
+        store=store_to_score,
     output:
         metrics="metrics/{store}.json",
     params:
         values=stage_params("evaluate"),
+    conda:
+        "../envs/maskforge.yaml"
     log:
         "logs/evaluate_{store}.log",
     benchmark:
@@ -46,16 +50,38 @@ rule evaluate_saliency:
     input:
         code=stage_code("evaluate_saliency"),
         prepared="data/prepared",
-        store="data/stores/{store}",
+        store=store_to_score,
     output:
         metrics="metrics/{store}.json",
     params:
         values=stage_params("evaluate_saliency"),
     wildcard_constraints:
         store="saliency",
+    conda:
+        "../envs/maskforge.yaml"
     log:
         "logs/evaluate_{store}.log",
     benchmark:
         "benchmarks/runs/evaluate_{store}.tsv"
     shell:
         stage_shell("evaluate_saliency")
+
+
+rule report:
+    input:
+        code=stage_code("report"),
+        prepared="data/prepared",
+        stores=collected(config, "stores"),
+        metrics=collected(config, "metrics"),
+    output:
+        html=report("reports/index.html", caption="../report/gallery.rst", category="Pseudo masks"),
+    params:
+        values=stage_params("report"),
+    conda:
+        "../envs/maskforge.yaml"
+    log:
+        "logs/report.log",
+    benchmark:
+        "benchmarks/runs/report.tsv"
+    shell:
+        stage_shell("report")

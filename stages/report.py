@@ -1,0 +1,29 @@
+"""report: one offline HTML page (reports/index.html) with the metrics table of every scored store
+and galleries — image, GT and every store side by side — of the first train ids (pseudo labels)
+and val ids (predictions). `snakemake --report` embeds it; `maskforge report` writes it ad hoc."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from maskforge.data.manifest import Manifest
+from maskforge.files import atomic_write_text
+from maskforge.store import open_store
+from maskforge.viz import report_html
+from stages._stage import parse_stage_args, run_stage
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args, params = parse_stage_args(__spec__.name, __doc__, argv)
+    manifest = Manifest.read(Path(args.prepared) / "manifest.json")
+    stores = [open_store(path) for path in args.stores]
+    summaries = {Path(path).stem: json.loads(Path(path).read_text()) for path in args.metrics}
+    atomic_write_text(args.html, report_html(manifest, stores, summaries, params["report"]["images"],
+                                             params["report"]["thumbnail"]))
+    print(f"report: {len(stores)} stores, {len(summaries)} metrics files -> {args.html}", flush=True)
+
+
+if __name__ == "__main__":
+    run_stage(main)
