@@ -14,12 +14,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from workflow.stages import ROOT, jobs, render_dvc_yaml
 
@@ -102,6 +103,21 @@ def stages_to_record(config: Mapping[str, Any], root: Path) -> list[str]:
     return names
 
 
+@contextlib.contextmanager
+def _mtimes_kept(paths: list[Path]) -> Iterator[None]:
+    """Put back the mtimes of `paths` (and of everything inside them) after the block:
+    `dvc commit` relinks outputs from its cache with the same bytes but new mtimes, which would
+    make Snakemake see them as rewritten and rerun what reads them."""
+    every = [p for path in paths for p in ([*path.rglob("*"), path] if path.is_dir() else [path]) if p.exists()]
+    times = {p: (p.stat().st_atime_ns, p.stat().st_mtime_ns) for p in every}
+    try:
+        yield
+    finally:
+        for p in sorted(times, key=lambda q: -len(q.parts)):     # contents first, then their folders
+            if p.exists():
+                os.utime(p, ns=times[p], follow_symlinks=False)
+
+
 def record_for_dvc(config: Mapping[str, Any], root: Path = Path(".")) -> str:
     """`dvc commit -f` the stages Snakemake (re)wrote; returns what was done, for the log."""
     if not (root / ".dvc").is_dir():
@@ -112,7 +128,9 @@ def record_for_dvc(config: Mapping[str, Any], root: Path = Path(".")) -> str:
     names = stages_to_record(config, root)
     if not names:
         return "dvc.lock is up to date"
-    done = _dvc("commit", "--force", "--quiet", *names, root=root)
+    outputs = [root / out for job in jobs(config) if job.name in names for out in job.outs.values()]
+    with _mtimes_kept(outputs):
+        done = _dvc("commit", "--force", "--quiet", *names, root=root)
     if done.returncode != 0:
         raise HandoverError(f"dvc commit failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
     return f"recorded {len(names)} stages in dvc.lock (dvc commit -f)"

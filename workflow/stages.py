@@ -403,7 +403,7 @@ def stage_of_module(module_name: str) -> Stage:
 
 DVC_YAML_HEADER = (
     "# Generated from workflow/stages.py and params.yaml by `maskforge dvc-yaml`: do not edit by hand.\n"
-    "# Regenerate after changing the stage table or ae.rounds; tests/test_workflow.py fails while it is stale.\n"
+    "# Regenerate after changing the stage table, ae.rounds or cam.infer.shards; tests/test_workflow.py fails while it is stale.\n"
 )
 
 
