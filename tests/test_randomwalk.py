@@ -18,7 +18,8 @@ def smooth_random(shape, seed, dtype=torch.float64):
     return x.reshape(shape)
 
 
-@pytest.mark.parametrize("h, w, radius, exp_times", [(6, 7, 2, 3), (9, 11, 3, 4), (12, 10, 5, 5), (4, 4, 5, 2)])
+@pytest.mark.parametrize("h, w, radius, exp_times", [(6, 7, 2, 3), (9, 11, 3, 4), (12, 10, 5, 5), (4, 4, 5, 2),
+                                                   (2, 2, 5, 3), (1, 3, 5, 2)])   # maps smaller than the radius
 def test_bounded_walk_equals_dense_walk(h, w, radius, exp_times):
     boundary = smooth_random((h, w), seed=h) * 0.8
     cams = smooth_random((3, h, w), seed=w)

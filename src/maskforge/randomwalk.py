@@ -48,6 +48,8 @@ def _shift(x: Tensor, dy: int, dx: int) -> Tensor:
     """s[…, y, x] = x[…, y + dy, x + dx], zero outside the map."""
     h, w = x.shape[-2:]
     out = torch.zeros_like(x)
+    if abs(dy) >= h or abs(dx) >= w:          # the offset leaves the map: nothing to take
+        return out
     ys, yd = slice(max(dy, 0), h + min(dy, 0)), slice(max(-dy, 0), h + min(-dy, 0))
     xs, xd = slice(max(dx, 0), w + min(dx, 0)), slice(max(-dx, 0), w + min(-dx, 0))
     out[..., yd, xd] = x[..., ys, xs]
