@@ -16,7 +16,8 @@ from typing import Any, Callable, Sequence
 from maskforge.checkpoint import CheckpointError
 from maskforge.config import ConfigError, load_config, select_keys, validate_selection
 from maskforge.data.manifest import DatasetError
-from maskforge.store import PART, StoreError
+from maskforge.files import PART
+from maskforge.store import StoreError
 from workflow.stages import stage_of_module
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import maskforge
-from maskforge.store import (ABSENT, part_name, SCHEMA_VERSION, StoreError, StoreWriter, diff_stores, input_digest,
+from maskforge.files import part_name
+from maskforge.store import (ABSENT, SCHEMA_VERSION, StoreError, StoreWriter, diff_stores, input_digest,
                              open_store, params_sha256)
 
 CLASSES = ["background", "cat", "dog", "bird"]

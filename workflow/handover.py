@@ -88,19 +88,18 @@ def dvc_yaml_describes(config: Mapping[str, Any], root: Path) -> bool:
 
 
 def stages_to_record(config: Mapping[str, Any], root: Path) -> list[str]:
-    """DVC stages whose outputs all exist and are newer than dvc.lock (or that it lacks)."""
+    """DVC stages whose outputs all exist and are newer than dvc.lock (or that it lacks); cheap
+    (mtimes only) when nothing is newer, which keeps a no-op `snakemake` run fast."""
     lock = root / "dvc.lock"
-    locked = {}
-    if lock.exists():
-        import yaml
-        locked = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
     since = lock.stat().st_mtime if lock.exists() else 0.0
-    names = []
-    for job in jobs(config):
-        paths = [root / out for out in job.outs.values()]
-        if all(p.exists() for p in paths) and (job.name not in locked or max(map(_modified, paths)) > since):
-            names.append(job.name)
-    return names
+    complete = [job for job in jobs(config) if all((root / out).exists() for out in job.outs.values())]
+    newer = {job.name for job in complete if max(_modified(root / out) for out in job.outs.values()) > since}
+    if lock.exists() and not newer:
+        return []
+    import yaml
+    locked = (yaml.load(lock.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}).get("stages", {}) \
+        if lock.exists() else {}
+    return [job.name for job in complete if job.name in newer or job.name not in locked]
 
 
 @contextlib.contextmanager
@@ -122,12 +121,12 @@ def record_for_dvc(config: Mapping[str, Any], root: Path = Path(".")) -> str:
     """`dvc commit -f` the stages Snakemake (re)wrote; returns what was done, for the log."""
     if not (root / ".dvc").is_dir():
         return "not a DVC repository: nothing recorded for DVC"
-    if not dvc_yaml_describes(config, root):
-        return ("not recorded for DVC: this run's config is not params.yaml, or dvc.yaml is stale "
-                "(run `maskforge dvc-yaml`, then `maskforge handover --to dvc`)")
     names = stages_to_record(config, root)
     if not names:
         return "dvc.lock is up to date"
+    if not dvc_yaml_describes(config, root):
+        return ("not recorded for DVC: this run's config is not params.yaml, or dvc.yaml is stale "
+                "(run `maskforge dvc-yaml`, then `maskforge handover --to dvc`)")
     outputs = [root / out for job in jobs(config) if job.name in names for out in job.outs.values()]
     with _mtimes_kept(outputs):
         done = _dvc("commit", "--force", "--quiet", *names, root=root)

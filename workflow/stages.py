@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from maskforge.config import canonical_json, get_key, select_keys
-from maskforge.store import PART, part_name
+from maskforge.files import PART, part_name
 
 PREPARED = "data/prepared"
 MANIFEST = f"{PREPARED}/manifest.json"

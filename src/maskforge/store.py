@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from maskforge import __version__
+from maskforge.files import PART, part_name
 from maskforge.metrics import IGNORE, iou_from_confusion
 
 SCHEMA_VERSION = 1
@@ -259,14 +260,6 @@ class MaskStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-PART = re.compile(r"^part-(\d{5})-of-(\d{5})$")
-
-
-def part_name(index: int, count: int) -> str:
-    """The folder of part `index` of a store written by `count` jobs (e.g. sharded make_cam)."""
-    return f"part-{index:05d}-of-{count:05d}"
 
 
 def open_store(path: str | os.PathLike, kind: str | None = None) -> MaskStore:

@@ -8,7 +8,7 @@ from snakemake.utils import validate
 from workflow.handover import guard_snakemake, record_for_dvc
 from workflow.stages import (STAGES, STORES, code_files, collected, final_targets, params_json, shell_command,
                              store_paths)
-from maskforge.store import part_name
+from maskforge.files import part_name
 
 validate(config, "../schemas/params.schema.yaml")
 
