@@ -1,13 +1,20 @@
-"""Shared fixtures: tiny datasets on disk."""
+"""Shared fixtures: tiny datasets on disk. Under pytest-xdist each worker uses one torch thread
+(and so do the processes it starts): two workers on two cores, no oversubscription."""
 
 import json
+import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from maskforge.data.synthetic import generate_synthetic
 from maskforge.data.voc import write_index_png
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 TINY_CLASSES = ["background", "cat", "dog"]
 

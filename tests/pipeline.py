@@ -1,10 +1,14 @@
-"""Run the CAM + AE stages in DAG order through their main()s, as both engines call them."""
+"""Run the CAM + AE stages in DAG order through their main()s, as both engines call them; score helpers."""
 
+import json
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from maskforge.config import load_config
+from maskforge.data.manifest import Manifest
+from maskforge.metrics import ConfusionMatrix
 from stages import (assemble_ae, crf, erase, evaluate, evaluate_cam, evaluate_saliency, make_cam, prepare, saliency,
                     seeds, train_cam)
 
@@ -47,3 +51,20 @@ def run_cam_pipeline(root: Path, overlays: list, rounds: int, refine: bool = Tru
     for name in ("assemble_ae", "seeds_crf", "assemble_ae_crf"):
         evaluate.main(p + ["--prepared", d["prepared"], "--store", d[name], "--metrics", d[f"{name}.json"]])
     return d
+
+
+def trivial_baseline_mious(manifest: Manifest) -> dict[str, float]:
+    """mIoU on train of two label-aware baselines: all background, and the whole image as the
+    image's first labelled class."""
+    scores = {}
+    for name, fill in {"all_background": lambda i: 0, "whole_image_first_label": lambda i: manifest.label_ids(i)[0]}.items():
+        matrix = ConfusionMatrix(len(manifest.classes))
+        for image_id in manifest.ids("train"):
+            gt = manifest.load_mask(image_id)
+            matrix.update(np.full(gt.shape, fill(image_id), np.uint8), gt)
+        scores[name] = matrix.miou()
+    return scores
+
+
+def metric(path, key):
+    return json.loads(Path(path).read_text())[key]

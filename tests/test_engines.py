@@ -193,7 +193,7 @@ def test_overlay_naming_another_voc_root_runs(tiny_voc, tmp_path):
     overlay = tmp_path / "root.yaml"
     overlay.write_text(yaml.safe_dump({"dataset": {"root": str(tiny_voc)}}))
     one_round = write_overlay(tmp_path / "one_round.yaml", **{"ae.rounds": 1})
-    out = snakemake(repo, "--configfile", "tests/configs/tiny.yaml", str(one_round), str(overlay))
+    out = snakemake(repo, "metrics/seeds.json", "--configfile", "tests/configs/tiny.yaml", str(one_round), str(overlay))
     assert "not recorded for DVC" in out.stdout + out.stderr          # an overlay run is not what dvc.yaml says
     manifest = json.loads((repo / "data/prepared/manifest.json").read_text())
     assert manifest["format"] == "voc" and manifest["splits"]["train"] == ["a", "b", "c"]

@@ -121,6 +121,8 @@ def record_for_dvc(config: Mapping[str, Any], root: Path = Path(".")) -> str:
     """`dvc commit -f` the stages Snakemake (re)wrote; returns what was done, for the log."""
     if not (root / ".dvc").is_dir():
         return "not a DVC repository: nothing recorded for DVC"
+    if os.environ.get(ADOPTING):
+        return "adopting what dvc.lock already records: nothing to record"
     names = stages_to_record(config, root)
     if not names:
         return "dvc.lock is up to date"
@@ -154,6 +156,7 @@ def adopt_for_snakemake(config: Mapping[str, Any], root: Path = Path("."), cores
                           cwd=root, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise HandoverError(f"snakemake --touch failed: {done.stderr.strip()[-500:]}")
+    os.utime(root / "dvc.lock")    # it already records these outputs: no `dvc commit` after the next run
     return f"Snakemake recorded {len(foreign)} outputs that dvc status vouches for"
 
 
