@@ -64,7 +64,7 @@ def assert_same_graph(plan, dvc):
     assert set(plan) == set(dvc["stages"])
     for name, stage in dvc["stages"].items():
         job = plan[name]
-        outs = set(stage.get("outs", [])) | {k for m in stage.get("metrics", []) + stage.get("plots", []) for k in m}
+        outs = set(stage.get("outs", [])) | set(stage.get("metrics", [])) | set(stage.get("plots", []))
         assert job["deps"] == set(stage["deps"]), name
         assert job["outs"] == outs, name
         assert job["gpu"] == STAGES[job["rule"]].gpu, f"{name}: the rule's gpu resource differs from the table"

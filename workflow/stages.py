@@ -385,10 +385,12 @@ def dvc_yaml(config: Mapping[str, Any]) -> dict[str, Any]:
         if stage.params:
             entry["params"] = list(stage.params)
         entry["outs"] = [v for k, v in job.outs.items() if k not in stage.metrics + stage.plots]
+        # Cached like every output: git ignores them, and `dvc metrics diff`/`dvc plots diff` read
+        # another commit's versions through its dvc.lock from the DVC cache.
         if stage.metrics:
-            entry["metrics"] = [{job.outs[k]: {"cache": False}} for k in stage.metrics]
+            entry["metrics"] = [job.outs[k] for k in stage.metrics]
         if stage.plots:
-            entry["plots"] = [{job.outs[k]: {"cache": False}} for k in stage.plots]
+            entry["plots"] = [job.outs[k] for k in stage.plots]
         if not entry["outs"]:
             del entry["outs"]
         stages[job.name] = entry
