@@ -46,8 +46,9 @@ def render_store_image(store: MaskStore, image_id: str, image: np.ndarray) -> np
     if store.kind == "region":
         return colour_mask(regions_to_mask(data, store.label_classes(image_id)))
     values = data.astype(np.float32)
-    return heatmap(values.max(axis=0) if values.ndim == 3 and len(values) else
-                   (values if values.ndim == 2 else np.zeros(image.shape[:2], np.float32)), image)
+    if store.kind == "saliency":
+        return heatmap(values, image)
+    return heatmap(values.max(axis=0) if len(values) else np.zeros(image.shape[:2], np.float32), image)   # cam
 
 
 def thumbnail(picture: np.ndarray, size: int = THUMBNAIL) -> np.ndarray:
