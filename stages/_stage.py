@@ -2,7 +2,7 @@
 
 A stage's command line is `--params-json JSON` (Snakemake passes the merged, validated config's
 keys for the stage) or `--params-file params.yaml` (DVC), then one `--name PATH` per input and
-output named in workflow/stages.py. Known errors end the process with one line and exit 2.
+output named in the stage table (maskforge_workflow). Known errors end the process with one line and exit 2.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from maskforge.config import ConfigError, load_config, select_keys, validate_sel
 from maskforge.data.manifest import DatasetError
 from maskforge.files import PART
 from maskforge.store import StoreError
-from workflow.stages import stage_of_module
+from maskforge_workflow.graph import stage_of_module
 
 
 def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from maskforge.config import load_config
-from workflow.stages import STAGES, code_files, jobs
+from maskforge_workflow.graph import STAGES, code_files, jobs
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

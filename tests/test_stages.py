@@ -124,7 +124,7 @@ def test_store_diff_writes_an_html_page_of_the_most_changed_images(run, tmp_path
 
 def test_grid_reruns_one_stage_on_cached_stores_and_reuses_results(run, tmp_path, monkeypatch):
     from maskforge.config import load_config
-    from workflow.grid import run_grid
+    from maskforge_workflow.grid import run_grid
     (tmp_path / "data/stores").mkdir(parents=True)
     (tmp_path / "data/prepared").symlink_to(run["prepared"])
     (tmp_path / "data/stores/cam_r0").symlink_to(run["cam_r0"])

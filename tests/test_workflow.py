@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from maskforge.config import get_key, load_config, select_keys
-from workflow.stages import STAGES, Job, code_files, dvc_yaml, render_dvc_yaml
+from maskforge_workflow.graph import STAGES, Job, code_files, dvc_yaml, render_dvc_yaml
 
 
 def test_dvc_yaml_is_generated_from_the_table():

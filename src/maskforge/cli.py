@@ -1,8 +1,12 @@
-"""The `maskforge` command line: `store info|diff|export|import`, `sweep`, `grid`, `dvc-yaml`,
-`report`, `handover`.
+"""The `maskforge` command line: stores, CAM sweeps, reports, and the workflow's commands.
+
+`store info|diff|export|import`, `sweep` and `report` live here; the command groups other installed
+packages register come next (the workflow package adds `dvc-yaml`, `grid` and `handover`).
 
 Each subcommand is one small function taking the parsed arguments; add a command group with an
-`add_<group>_commands(subparsers)` function called from `build_parser()`.
+`add_<group>_commands(subparsers)` function called from `build_parser()`, or, from another
+package, with an entry point in the `maskforge.commands` group naming such a function. The core
+library never imports the workflow code: it only loads what the entry points name.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from maskforge.config import ConfigError
@@ -22,6 +27,7 @@ from maskforge.store import (META, StoreError, StoreWriter, diff_stores, export_
                              open_store, read_png)
 
 EXIT_USER_ERROR = 2
+COMMAND_GROUP = "maskforge.commands"   # entry points: functions(subparsers) adding command groups
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -144,35 +150,6 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     print(f"best bg_threshold {summary['bg_threshold']}: mIoU {summary['miou']:.2f} (sweep written to {args.out})")
 
 
-def cmd_dvc_yaml(args: argparse.Namespace) -> None:
-    from maskforge.config import load_config
-    from workflow.stages import render_dvc_yaml
-
-    text = render_dvc_yaml(load_config(args.params, args.configfile))
-    if args.check:
-        current = open(args.out).read() if os.path.exists(args.out) else ""
-        if current != text:
-            raise ConfigError(f"{args.out} is stale for {args.params}; run `maskforge dvc-yaml` to regenerate it")
-        return
-    atomic_write_text(args.out, text)
-    print(f"wrote {args.out}")
-
-
-def cmd_grid(args: argparse.Namespace) -> None:
-    """Rerun one stage over a parameter grid on the cached upstream stores and rank the results."""
-    from maskforge.config import load_config
-    from maskforge.reporting import write_csv
-    from workflow.grid import parse_grid, run_grid
-
-    rows = run_grid(load_config(args.params, args.configfile), args.stage, parse_grid(args.set), args.source)
-    keys = [k for k in rows[0] if k not in ("miou", "labelled_fraction", "store")]
-    print(table([*keys, "mIoU", "labelled", "store"],
-                [[*(r[k] for k in keys), f"{r['miou']:.2f}", f"{100 * r['labelled_fraction']:.1f}%", r["store"]] for r in rows]))
-    if args.out:
-        write_csv(args.out, rows)
-        print(f"wrote {args.out}")
-
-
 def cmd_report(args: argparse.Namespace) -> None:
     """Write the HTML report of the stores and metrics files on disk (default: all of them)."""
     from maskforge.viz import report_html
@@ -185,25 +162,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {len(stores)} stores, {len(summaries)} metrics files")
 
 
-def cmd_handover(args: argparse.Namespace) -> None:
-    from maskforge.config import load_config
-    from workflow.handover import HandoverError, adopt_for_snakemake, record_for_dvc
-
-    config = load_config(args.params)
-    try:
-        print(record_for_dvc(config) if args.to == "dvc" else adopt_for_snakemake(config, cores=args.cores))
-    except HandoverError as e:
-        raise ConfigError(str(e)) from None
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """--params and --configfile: the config a command works with, as Snakemake would merge it."""
-    parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
-    parser.add_argument("--configfile", nargs="*", default=[], help="overlays merged over the params file")
-
-
 def add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
-    """`maskforge sweep`, `maskforge dvc-yaml` and `maskforge handover`."""
+    """`maskforge sweep` and `maskforge report`."""
     sweep = commands.add_parser("sweep", help="score seed background thresholds on a cached CAM store (no inference)")
     sweep.add_argument("store", help="a CAM store, e.g. data/stores/cam_r0")
     sweep.add_argument("--manifest", default="data/prepared/manifest.json", help="manifest with the GT masks")
@@ -211,24 +171,6 @@ def add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
                        default=[round(0.05 * i, 2) for i in range(1, 13)], help="tau values (default 0.05 ... 0.60)")
     sweep.add_argument("--out", default="metrics/sweep.csv", help="CSV of threshold, mIoU")
     sweep.set_defaults(func=cmd_sweep)
-    dvc = commands.add_parser("dvc-yaml", help="regenerate dvc.yaml from the stage table and params")
-    add_config_arguments(dvc)
-    dvc.add_argument("--out", default="dvc.yaml", help="where to write (default dvc.yaml)")
-    dvc.add_argument("--check", action="store_true", help="exit 2 if the file differs instead of writing it")
-    dvc.set_defaults(func=cmd_dvc_yaml)
-    grid = commands.add_parser(
-        "grid", help="rerun one stage over a params grid on cached upstream stores and rank by mIoU",
-        description="Rerun STAGE for every combination of the --set values, reading its upstream stores as "
-                    "the pipeline left them (nothing upstream or downstream runs), and score each result against "
-                    "GT. Results are kept in data/sweeps/<job>/<combination>/ and reused by later grids. "
-                    "Example: maskforge grid crf --source seeds --set crf.bilateral_srgb=3,5,7 --set crf.gt_prob=0.6,0.7")
-    grid.add_argument("stage", help="a stage that writes a mask store: seeds, assemble_ae, crf, ir_labels, refine_irn, ...")
-    grid.add_argument("--source", help="which input for stages with several (crf: seeds or assemble_ae)")
-    grid.add_argument("--set", action="append", required=True, metavar="KEY=V1,V2",
-                      help="a params key and its values (repeat for a product grid)")
-    add_config_arguments(grid)
-    grid.add_argument("--out", help="also write the ranked rows as CSV")
-    grid.set_defaults(func=cmd_grid)
     report = commands.add_parser("report", help="offline HTML page: metrics table and galleries of every store")
     report.add_argument("--prepared", default="data/prepared", help="the prepare stage's folder (images, GT)")
     report.add_argument("--stores", nargs="*", help="stores to show (default: every store under data/stores)")
@@ -237,16 +179,6 @@ def add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--thumbnail", type=int, default=160, help="picture size in pixels (default 160)")
     report.add_argument("--out", default="reports/index.html", help="where to write (default reports/index.html)")
     report.set_defaults(func=cmd_report)
-    handover = commands.add_parser(
-        "handover", help="hand the outputs of one engine to the other",
-        description="--to dvc: `dvc commit -f` the stages whose outputs Snakemake (re)wrote (the Snakefile's "
-                    "onsuccess does this after each run with params.yaml). --to snakemake: once `dvc status` is "
-                    "clean, let Snakemake record the outputs DVC wrote (it refuses to run on outputs it has no "
-                    "record of). Run in the project root.")
-    handover.add_argument("--to", required=True, choices=("dvc", "snakemake"), help="the engine that takes over")
-    handover.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
-    handover.add_argument("--cores", type=int, default=1, help="cores for `snakemake --touch` (default 1)")
-    handover.set_defaults(func=cmd_handover)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_store_commands(commands)
     add_pipeline_commands(commands)
+    for entry_point in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        entry_point.load()(commands)
     return parser
 
 

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "params.schema.yaml"   # package data (workflow/schemas links here)
 
 
 class ConfigError(ValueError):

@@ -1,12 +1,13 @@
 # Config validation first, then the helpers every rule uses. All of them read the stage table.
 import sys
 
-sys.path.insert(0, workflow.basedir)  # the stage table and stage modules live beside the Snakefile
+# The checkout's own code: the workflow package (stage table, hand-over) and the stage modules.
+sys.path[:0] = [f"{workflow.basedir}/src", workflow.basedir]
 
 from snakemake.utils import validate
 
-from workflow.handover import guard_snakemake, record_for_dvc
-from workflow.stages import (STAGES, STORES, code_files, collected, final_targets, params_json, shell_command,
+from maskforge_workflow.handover import guard_snakemake, record_for_dvc
+from maskforge_workflow.graph import (STAGES, STORES, code_files, collected, final_targets, params_json, shell_command,
                              store_paths)
 from maskforge.files import part_name
 

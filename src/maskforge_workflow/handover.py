@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from workflow.stages import ROOT, jobs, render_dvc_yaml
+from maskforge_workflow.graph import ROOT, jobs, render_dvc_yaml
 
 ADOPTING = "MASKFORGE_ADOPTING"   # set while `maskforge handover --to snakemake` records outputs
 MTIME_SLACK_S = 2.0               # an output modified this long after Snakemake's record is foreign

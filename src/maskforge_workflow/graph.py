@@ -223,7 +223,7 @@ class Job:
         return paths + [p for ps in self.collected.values() for p in ps]
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]   # the project: src/maskforge_workflow/graph.py
 
 
 def _module_path(module: str) -> Path | None:
@@ -404,7 +404,7 @@ def stage_of_module(module_name: str) -> Stage:
 
 
 DVC_YAML_HEADER = (
-    "# Generated from workflow/stages.py and params.yaml by `maskforge dvc-yaml`: do not edit by hand.\n"
+    "# Generated from the stage table (src/maskforge_workflow) and params.yaml by `maskforge dvc-yaml`: do not edit by hand.\n"
     "# Regenerate after changing the stage table, ae.rounds or cam.infer.shards; tests/test_workflow.py fails while it is stale.\n"
 )
 
