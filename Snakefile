@@ -1,5 +1,6 @@
-# maskforge: image-level labels -> pseudo masks. The stage table (workflow/stages.py) is the one
-# description of the DAG; dvc.yaml is generated from it and a test checks both engines agree.
+# maskforge: image-level labels -> pseudo masks. The stage table (src/maskforge_workflow/graph.py) is
+# the one description of the DAG: the rules are written from it (workflow/rules/stages.smk), dvc.yaml
+# is generated from it, and a test checks both engines agree.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -12,10 +13,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/cam.smk"
-include: "workflow/rules/refine.smk"
-include: "workflow/rules/segment.smk"
-include: "workflow/rules/report.smk"
+include: "workflow/rules/stages.smk"
 
 
 rule all:

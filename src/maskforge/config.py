@@ -91,6 +91,35 @@ def get_key(config: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
+def set_key(config: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set an existing dotted key in place (a missing key fails with its name)."""
+    get_key(config, dotted)
+    *parents, leaf = dotted.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    node[leaf] = copy.deepcopy(value)
+
+
+def variants(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """`compare.variants`: variant name → {dotted params key: value} overrides (empty: no compare)."""
+    return dict(config.get("compare", {}).get("variants", {}))
+
+
+def variant_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The config of variant `name`: the config with the variant's overrides applied, validated."""
+    if name not in variants(config):
+        raise ConfigError(f"compare.variants: no variant {name!r}; variants are {sorted(variants(config))}")
+    varied = copy.deepcopy(dict(config))
+    for dotted, value in variants(config)[name].items():
+        try:
+            set_key(varied, dotted, value)
+        except ConfigError:
+            raise ConfigError(f"compare.variants.{name}: key '{dotted}' does not exist; name a key of params.yaml") from None
+    validate_config(varied, f"compare.variants.{name}")
+    return varied
+
+
 def select_keys(config: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
     """The nested sub-config holding exactly `keys` (dotted paths): what one stage may read."""
     selected: dict[str, Any] = {}

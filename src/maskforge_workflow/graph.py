@@ -2,10 +2,12 @@
 
 Each Stage names its module (stages/<name>.py), the exact params keys it reads, and its named
 inputs and outputs (each becomes a `--name PATH` argument). Its code dependencies are read from
-the imports of its module, followed through the core package, so editing any file it uses reruns it. `jobs(config)` expands the table for a config (one job per AE round,
-one evaluation per store); `dvc_yaml(config)` renders dvc.yaml from those jobs, and the
-Snakefile's rules use `params_json`, `code_files` and `shell_command` from here. A test runs
-both engines' planners and checks that they agree job by job.
+the imports of its module, followed through the core package, so editing any file it uses reruns
+it. `jobs(config)` expands the table for a config (one job per AE round, one evaluation per store,
+and the jobs each `compare` variant changes); `dvc_yaml(config)` renders dvc.yaml from those jobs,
+and `snakemake_rules(config)` gives the Snakefile one rule per stage and variant
+(workflow/rules/stages.smk turns each into a `rule:`). No path is written anywhere else. A test
+checks that both engines plan the same jobs.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import re
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from maskforge.config import canonical_json, get_key, select_keys
+from maskforge.config import ConfigError, canonical_json, get_key, select_keys, variant_config, variants
 from maskforge.files import PART, part_name
 
 PREPARED = "data/prepared"
@@ -25,6 +27,11 @@ MANIFEST = f"{PREPARED}/manifest.json"
 STORES = "data/stores"
 MODELS = "data/models"
 METRICS = "metrics"
+PREDICTIONS = "data/predictions"
+REPORTS = "reports"
+LOGS = "logs"
+BENCHMARKS = "benchmarks/runs"
+ALL_CORES = "all"                         # Stage.threads: every core Snakemake was given
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,12 @@ class Stage:
     collects: Mapping[str, str] = field(default_factory=dict)  # --name → "stores"|"metrics": every such output of the DAG
     parts: str | None = None             # params key: the number of jobs that write parts of outs["store"]
     gpu: int = 0                         # GPUs a job uses (Snakemake: resources gpu=N; checked by a test)
+    threads: str | None = None           # Snakemake threads: ALL_CORES or a params key (None: one)
+    shown: Mapping[str, str] = field(default_factory=dict)  # out → caption (workflow/report/) in `snakemake --report`
+
+    def is_folder(self, out: str) -> bool:
+        """Outputs without a file suffix are folders (stores, prepared data, PNG folders)."""
+        return not Path(self.outs[out]).suffix
 
     @property
     def module(self) -> str:
@@ -69,6 +82,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         outs={"ckpt": f"{MODELS}/cam_r{{round}}.pt", "curve": f"{METRICS}/train_cam_r{{round}}.csv"},
         plots=("curve",),
         gpu=1,
+        threads=ALL_CORES,
     ),
     Stage(
         name="make_cam",
@@ -80,6 +94,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         store_kind="cam",
         parts="cam.infer.shards",
         gpu=1,
+        threads=ALL_CORES,
     ),
     Stage(
         name="erase",
@@ -120,6 +135,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         deps={"prepared": PREPARED, "masks": f"{STORES}/{{source}}"},
         outs={"store": f"{STORES}/{{source}}_crf"},
         store_kind="mask",
+        threads="crf.workers",
     ),
     Stage(
         name="ir_labels",
@@ -127,6 +143,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         deps={"prepared": PREPARED, "cams": f"{STORES}/cam_r0"},
         outs={"store": f"{STORES}/ir_labels"},
         store_kind="mask",
+        threads="crf.workers",
     ),
     Stage(
         name="train_irn",
@@ -135,6 +152,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         outs={"ckpt": f"{MODELS}/irn.pt", "curve": f"{METRICS}/train_irn.csv"},
         plots=("curve",),
         gpu=1,
+        threads=ALL_CORES,
     ),
     Stage(
         name="refine_irn",
@@ -143,6 +161,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         outs={"store": f"{STORES}/irn"},
         store_kind="mask",
         gpu=1,
+        threads=ALL_CORES,
     ),
     Stage(
         name="ground_truth",
@@ -158,21 +177,24 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         outs={"ckpt": f"{MODELS}/seg.pt", "curve": f"{METRICS}/train_seg.csv"},
         plots=("curve",),
         gpu=1,
+        threads=ALL_CORES,
     ),
     Stage(
         name="predict",
         params=("seg.infer", "crf"),
         deps={"prepared": PREPARED, "ckpt": f"{MODELS}/seg.pt"},
-        outs={"store": f"{STORES}/predict", "pngs": "data/predictions"},
+        outs={"store": f"{STORES}/predict", "pngs": PREDICTIONS},
         store_kind="mask",
         gpu=1,
+        threads=ALL_CORES,
     ),
     Stage(
         name="report",
         params=("report",),
         deps={"prepared": PREPARED},
         collects={"stores": "stores", "metrics": "metrics"},
-        outs={"html": "reports/index.html"},
+        outs={"html": f"{REPORTS}/index.html"},
+        shown={"html": "gallery.rst"},
     ),
     Stage(
         name="evaluate",
@@ -204,6 +226,18 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
 EVALUATOR_OF_KIND = {"cam": "evaluate_cam", "saliency": "evaluate_saliency", "mask": "evaluate", "region": "evaluate"}
 
 
+VARIANT_SEPARATOR = "__"   # a variant's job and rule names: <variant>__<name>
+
+
+def variant_path(path: str, variant: str) -> str:
+    """Where a variant keeps an output: a folder named after it beside the default output
+    (data/stores/cam_r0 → data/stores/seam/cam_r0, metrics/seeds.json → metrics/seam/seeds.json)."""
+    if not variant:
+        return path
+    parent, _, name = path.rpartition("/")
+    return f"{parent}/{variant}/{name}" if parent else f"{variant}/{name}"
+
+
 @dataclass(frozen=True)
 class Job:
     stage: Stage
@@ -211,11 +245,13 @@ class Job:
     deps: Mapping[str, str | tuple[str, ...]]      # a store written in parts is the tuple of its parts
     outs: Mapping[str, str]
     collected: Mapping[str, tuple[str, ...]] = field(default_factory=dict)   # --name → several paths
+    variant: str = ""                              # the compare variant ("" for the default run)
 
     @property
     def name(self) -> str:
         name = self.stage.dvc_name.format(**self.wildcards)
-        return f"{name}_p{int(self.wildcards['part'])}" if "part" in self.wildcards else name
+        name = f"{name}_p{int(self.wildcards['part'])}" if "part" in self.wildcards else name
+        return f"{self.variant}{VARIANT_SEPARATOR}{name}" if self.variant else name
 
     def dep_paths(self) -> list[str]:
         """Every path the job reads (parts of parted stores listed one by one)."""
@@ -290,9 +326,9 @@ def _expand(stage: Stage, wildcards: dict[str, str], context: Mapping[str, str])
 DVC_TRAINING_LABELS = "${seg.labels}"
 
 
-def jobs(config: Mapping[str, Any], training_labels: str | None = None) -> list[Job]:
-    """Every job of the DAG for `config`, upstream first. `{last}` is the last AE round and
-    `{labels}` the store train_seg learns from (seg.labels, or `training_labels` if given)."""
+def _whole_jobs(config: Mapping[str, Any], training_labels: str | None) -> list[Job]:
+    """The table expanded for one config, stores whole: rounds, sources, then one evaluation per
+    store (collecting stages get their inputs later)."""
     rounds = config["ae"]["rounds"]
     context = {"last": str(rounds - 1), "labels": training_labels or config["seg"]["labels"]}
     listed: list[Job] = []
@@ -303,24 +339,69 @@ def jobs(config: Mapping[str, Any], training_labels: str | None = None) -> list[
             listed.extend(_expand(stage, {"round": str(r)}, context) for r in range(rounds))
         elif stage.wildcard == "source":
             listed.extend(_expand(stage, {"source": source}, context) for source in stage.sources)
-    listed, parts_of = _split_into_parts(listed, config)
-    stores = {_whole_store(job.outs["store"]): job.stage.store_kind for job in listed if job.stage.store_kind}
-    for path, kind in stores.items():
-        evaluator = STAGES[EVALUATOR_OF_KIND[kind]]
-        listed.append(_expand(evaluator, {"store": path.removeprefix(f"{STORES}/")}, context))
+    for job in [job for job in listed if job.stage.store_kind]:
+            evaluator = STAGES[EVALUATOR_OF_KIND[job.stage.store_kind]]
+            listed.append(_expand(evaluator, {"store": job.outs["store"].removeprefix(f"{STORES}/")}, context))
+    return listed
+
+
+def _reads_any(stage: Stage, keys: Iterable[str]) -> bool:
+    """Whether the stage reads one of the dotted `keys` (or a section holding one, or a key inside one)."""
+    return any(key == p or key.startswith(p + ".") or p.startswith(key + ".") for key in keys for p in stage.params)
+
+
+def _variant_jobs(config: Mapping[str, Any], name: str, default: list[Job], training_labels: str | None) -> list[Job]:
+    """The jobs variant `name` changes: those reading an overridden key, or planned differently
+    than in the default run (e.g. more AE rounds), and everything downstream of them, with their
+    outputs in the variant's folders; the rest of the graph is shared with the default run."""
+    overrides = variants(config)[name]
+    listed = _whole_jobs(variant_config(config, name), training_labels)
+    same = {(job.name, tuple(job.deps.items()), tuple(job.outs.items())) for job in default}
+    changed: dict[str, str] = {}                   # default-run output path → the variant's path
+    mine: list[Job] = []
+    for job in listed:                             # upstream first, so one pass sees every changed input
+        if (job.stage.collects or (not _reads_any(job.stage, overrides) and not changed.keys() & set(job.dep_paths())
+                                   and (job.name, tuple(job.deps.items()), tuple(job.outs.items())) in same)):
+            continue
+        changed.update({out: variant_path(out, name) for out in job.outs.values()})
+        mine.append(replace(job, variant=name, deps={k: changed.get(v, v) for k, v in job.deps.items()},
+                            outs={k: variant_path(v, name) for k, v in job.outs.items()}))
+    return mine
+
+
+def _check_variant_outputs(listed: list[Job]) -> None:
+    """A variant's folders must not land inside another output (a variant named after a store)."""
+    outs = sorted({out for job in listed for out in job.outs.values()})
+    for inner, outer in zip(outs[1:], outs):
+        if inner.startswith(outer + "/"):
+            variant = next(job.variant for job in listed if inner in job.outs.values() or outer in job.outs.values())
+            raise ConfigError(f"compare.variants.{variant}: its outputs would land inside {outer}; "
+                              "rename the variant (it must not be the name of a store, model or folder)")
+
+
+def jobs(config: Mapping[str, Any], training_labels: str | None = None) -> list[Job]:
+    """Every job of the DAG for `config`, upstream first: the default run (today's paths), then
+    each compare variant's own jobs. `{last}` is the last AE round and `{labels}` the store
+    train_seg learns from (seg.labels, or `training_labels` if given)."""
+    default = _whole_jobs(config, training_labels)
+    listed = [*default, *(job for name in variants(config) for job in _variant_jobs(config, name, default, training_labels))]
+    _check_variant_outputs(listed)
+    configs = {name: variant_config(config, name) for name in variants(config)}
+    listed, parts_of = _split_into_parts(listed, lambda job: configs.get(job.variant, config))
     listed = [replace(job, deps={k: parts_of.get(v, v) for k, v in job.deps.items()}) for job in listed]
-    outputs = {"stores": tuple(p for path in stores for p in parts_of.get(path, (path,))),
+    stores = [_whole_store(job.outs["store"]) for job in listed if job.stage.store_kind]
+    outputs = {"stores": tuple(p for path in dict.fromkeys(stores) for p in parts_of.get(path, (path,))),
                "metrics": tuple(job.outs[k] for job in listed for k in job.stage.metrics)}
     return [replace(job, collected={name: outputs[what] for name, what in job.stage.collects.items()})
             if job.stage.collects else job for job in listed]
 
 
-def _split_into_parts(listed: list[Job], config: Mapping[str, Any]) -> tuple[list[Job], dict[str, tuple[str, ...]]]:
+def _split_into_parts(listed: list[Job], config_of: Callable[[Job], Mapping[str, Any]]) -> tuple[list[Job], dict[str, tuple[str, ...]]]:
     """Each job of a parted stage (count > 1) becomes one job per part writing `<store>/part-i-of-n`;
     also returns store path → its parts."""
     out, parts_of = [], {}
     for job in listed:
-        count = get_key(config, job.stage.parts) if job.stage.parts else 1
+        count = get_key(config_of(job), job.stage.parts) if job.stage.parts else 1
         if count == 1:
             out.append(job)
             continue
@@ -342,48 +423,94 @@ def final_targets(config: Mapping[str, Any]) -> list[str]:
             if key in job.stage.metrics or job.stage.collects]
 
 
-def collected(config: Mapping[str, Any], what: str) -> list[str]:
-    """Every store ("stores", parts one by one) or metrics file ("metrics") of the DAG, for a
-    collecting rule's input."""
-    return next(list(job.collected[name]) for job in jobs(config)
-                for name, kind in job.stage.collects.items() if kind == what)
-
-
-def store_paths(config: Mapping[str, Any], path: str) -> list[str]:
-    """What a rule reading the store at `path` depends on: the store, or each of its parts."""
-    count = next((get_key(config, job.stage.parts) for job in jobs(config)
-                  if job.stage.parts and _whole_store(job.outs["store"]) == path), 1)
-    return [path] if count == 1 else [f"{path}/{part_name(i, count)}" for i in range(count)]
-
-
 def command(job: Job, params_arg: str) -> str:
     """The stage's command line; `params_arg` is how params reach it (JSON or params.yaml)."""
-    args = [f"--{k} {v if isinstance(v, str) else ' '.join(v)}" for k, v in job.deps.items()]
+    args = [f"--variant {job.variant}"] if job.variant else []
+    args += [f"--{k} {v if isinstance(v, str) else ' '.join(v)}" for k, v in job.deps.items()]
     args += [f"--{k} {' '.join(paths)}" for k, paths in job.collected.items()]
     args += [f"--{k} {v}" for k, v in job.outs.items()]
     args += [f"--part {job.wildcards['part']}"] if "part" in job.wildcards else []
     return " ".join([f"python -m {job.stage.module}", params_arg, *args])
 
 
-def shell_command(stage: Stage, config: Mapping[str, Any]) -> str:
+def shell_command(stage: Stage, parted: bool) -> str:
     """The Snakemake `shell:` of a rule: same arguments as the DVC cmd, params as JSON."""
     args = [f"--{k} {{input.{k}}}" for k in {**stage.deps, **stage.later_round_deps, **stage.collects}]
     args += [f"--{k} {{output.{k}}}" for k in stage.outs]
-    args += ["--part {wildcards.part}"] if stage.parts and get_key(config, stage.parts) > 1 else []
+    args += ["--part {wildcards.part}"] if parted else []
     return " ".join([f"python -m {stage.module}", "--params-json {params.values:q}", *args, "> {log} 2>&1"])
 
 
+@dataclass(frozen=True)
+class Rule:
+    """One Snakemake rule: the jobs of one stage in one variant, with wildcards for rounds, sources,
+    stores and parts (workflow/rules/stages.smk writes a `rule:` from each)."""
+    name: str
+    stage: Stage
+    outputs: Mapping[str, str]                 # --name → path template
+    log: str
+    benchmark: str
+    params: str                                # the stage's params as canonical JSON
+    wildcard_constraints: Mapping[str, str]    # each wildcard: exactly the values of this rule's jobs
+    threads: int | None                        # None: every core Snakemake was given
+    shell: str
+    by_wildcards: Mapping[tuple[tuple[str, str], ...], Job]
+
+    def inputs(self, wildcards: Mapping[str, str]) -> dict[str, str | list[str]]:
+        """The job's inputs by name (Snakemake input function): code files, then the table's
+        inputs; a later-round input is empty in round 0."""
+        job = self.by_wildcards[tuple(sorted(dict(wildcards.items()).items()))]
+        named: dict[str, str | list[str]] = {"code": code_files(self.stage)}
+        named.update({k: [] for k in self.stage.later_round_deps})
+        named.update({k: v if isinstance(v, str) else list(v) for k, v in job.deps.items()})
+        named.update({k: list(v) for k, v in job.collected.items()})
+        return named
+
+
+def snakemake_rules(config: Mapping[str, Any]) -> list[Rule]:
+    """The Snakefile's rules for `config`: one per stage and variant that has jobs."""
+    grouped: dict[tuple[str, str], list[Job]] = {}
+    for job in jobs(config):
+        grouped.setdefault((job.variant, job.stage.name), []).append(job)
+    rules = []
+    for (variant, name), members in grouped.items():
+        stage, own = STAGES[name], variant_config(config, variant) if variant else config
+        count = get_key(own, stage.parts) if stage.parts else 1
+        outputs = {k: variant_path(v, variant) for k, v in stage.outs.items()}
+        if count > 1:
+            outputs["store"] = f"{outputs['store']}/{part_name(0, count).replace('00000', '{part}', 1)}"
+        job_name = stage.dvc_name + ("_p{part}" if count > 1 else "")
+        values = {w: sorted({job.wildcards[w] for job in members}) for w in members[0].wildcards}
+        rules.append(Rule(
+            name=f"{variant}{VARIANT_SEPARATOR}{name}" if variant else name,
+            stage=stage,
+            outputs=outputs,
+            log=variant_path(f"{LOGS}/{job_name}.log", variant),
+            benchmark=variant_path(f"{BENCHMARKS}/{job_name}.tsv", variant),
+            params=params_json(stage, own),
+            wildcard_constraints={w: "|".join(re.escape(v) for v in vs) for w, vs in values.items()},
+            threads=None if stage.threads == ALL_CORES else get_key(own, stage.threads) if stage.threads else 1,
+            shell=shell_command(stage, parted=count > 1),
+            by_wildcards={tuple(sorted(job.wildcards.items())): job for job in members},
+        ))
+    return rules
+
+
 def dvc_yaml(config: Mapping[str, Any]) -> dict[str, Any]:
-    """dvc.yaml for `config` (DVC templating has no arithmetic, so each AE round is listed)."""
+    """dvc.yaml for `config` (DVC templating has no arithmetic, so each AE round is listed). A
+    variant's stage reads params.yaml with its overrides (`--variant`) and lists them as a param.
+    With variants, train_seg's input store is written out, not `${seg.labels}`: which stores a
+    variant has depends on it, so dvc.yaml must be regenerated after changing it."""
     stages: dict[str, Any] = {}
-    for job in jobs(config, training_labels=DVC_TRAINING_LABELS):
+    for job in jobs(config, training_labels=None if variants(config) else DVC_TRAINING_LABELS):
         stage = job.stage
         entry: dict[str, Any] = {
             "cmd": command(job, "--params-file params.yaml"),
             "deps": code_files(stage) + job.dep_paths(),
         }
-        if stage.params:
-            entry["params"] = list(stage.params)
+        params = [*stage.params, *([f"compare.variants.{job.variant}"] if job.variant else [])]
+        if params:
+            entry["params"] = params
         entry["outs"] = [v for k, v in job.outs.items() if k not in stage.metrics + stage.plots]
         # Cached like every output: git ignores them, and `dvc metrics diff`/`dvc plots diff` read
         # another commit's versions through its dvc.lock from the DVC cache.
@@ -405,7 +532,8 @@ def stage_of_module(module_name: str) -> Stage:
 
 DVC_YAML_HEADER = (
     "# Generated from the stage table (src/maskforge_workflow) and params.yaml by `maskforge dvc-yaml`: do not edit by hand.\n"
-    "# Regenerate after changing the stage table, ae.rounds or cam.infer.shards; tests/test_workflow.py fails while it is stale.\n"
+    "# Regenerate after changing the stage table, ae.rounds, cam.infer.shards or compare (and then seg.labels);\n"
+    "# tests/test_workflow.py fails while it is stale.\n"
 )
 
 

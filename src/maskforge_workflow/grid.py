@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from maskforge.config import ConfigError, canonical_json, get_key, select_keys, validate_config
+from maskforge.config import ConfigError, canonical_json, get_key, select_keys, set_key, validate_config
 from maskforge.data.manifest import Manifest
 from maskforge.evaluation import evaluate_masks
 from maskforge.store import StoreError, open_store
@@ -36,14 +36,6 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
             raise ConfigError(f"--set {item!r}: write KEY=V1,V2,... (e.g. crf.bilateral_srgb=3,5,7)")
         grid[key] = [yaml.safe_load(v) for v in values.split(",")]
     return grid
-
-
-def _set_key(config: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = config
-    for part in parents:
-        node = node[part]
-    node[leaf] = value
 
 
 def grid_job(config: Mapping[str, Any], stage_name: str, source: str | None) -> Job:
@@ -82,7 +74,7 @@ def run_grid(config: Mapping[str, Any], stage_name: str, grid: Mapping[str, list
         combination = dict(zip(grid, values))
         trial = copy.deepcopy(dict(config))
         for key, value in combination.items():
-            _set_key(trial, key, value)
+            set_key(trial, key, value)
         validate_config(trial, f"grid {combination_name(combination)}")
         params = select_keys(trial, job.stage.params)
         folder = root / SWEEPS / job.name / re.sub(r"[^\w.=,+-]", "_", combination_name(combination))

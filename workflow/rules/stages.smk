@@ -1,0 +1,34 @@
+# One rule per stage of the table (and per compare variant that changes it), written from
+# `snakemake_rules(config)`: paths, params, wildcards, threads and GPUs all come from the table.
+# Each rule's params are the stage's keys as one JSON value (any change or swap reruns it), and
+# its `code` input is the stage module plus every core module it imports (an edit reruns it).
+
+for spec in snakemake_rules(config):
+
+    rule:
+        name:
+            spec.name
+        input:
+            unpack(spec.inputs),
+        output:
+            **{
+                key: report(path, caption=f"../report/{spec.stage.shown[key]}", category="Pseudo masks")
+                if key in spec.stage.shown
+                else directory(path) if spec.stage.is_folder(key) else path
+                for key, path in spec.outputs.items()
+            },
+        params:
+            values=spec.params,
+        wildcard_constraints:
+            **spec.wildcard_constraints,
+        conda:
+            "../envs/maskforge.yaml"
+        log:
+            spec.log,
+        benchmark:
+            spec.benchmark,
+        threads: workflow.cores if spec.threads is None else spec.threads
+        resources:
+            **({"gpu": spec.stage.gpu} if spec.stage.gpu else {}),
+        shell:
+            spec.shell
