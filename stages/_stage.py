@@ -1,7 +1,7 @@
 """What every stage module shares: arguments from the stage table, params, one-line errors.
 
 A stage's command line is `--params-json JSON` (Snakemake passes the merged, validated config's
-keys for the stage) or `--params-file params.yaml` (DVC), then one `--name PATH` per input and
+keys for the stage) or `--params-file params.yaml [--variant NAME]` (DVC), then one `--name PATH` per input and
 output named in the stage table (maskforge_workflow). Known errors end the process with one line and exit 2.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from maskforge.checkpoint import CheckpointError
-from maskforge.config import ConfigError, load_config, select_keys, validate_selection
+from maskforge.config import ConfigError, load_config, select_keys, validate_selection, variant_config
 from maskforge.data.manifest import DatasetError
 from maskforge.files import PART
 from maskforge.store import StoreError
@@ -29,6 +29,7 @@ def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | No
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--params-json", help="the stage's params as JSON (how Snakemake passes them)")
     source.add_argument("--params-file", default="params.yaml", help="read params from this file (default: params.yaml)")
+    parser.add_argument("--variant", help="with --params-file: apply this compare variant's overrides (how DVC runs a variant)")
     for name in stage.deps:
         parser.add_argument(f"--{name}", required=True, nargs="+", help=f"input: {stage.deps[name]} (or its parts)")
     for name in stage.later_round_deps:
@@ -50,6 +51,8 @@ def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | No
     for name in stage.collects:
         setattr(args, name, whole_stores(getattr(args, name)))
     if args.params_json is not None:
+        if args.variant:
+            parser.error("--variant applies to --params-file (--params-json already holds the variant's values)")
         try:
             params = json.loads(args.params_json)
         except json.JSONDecodeError:
@@ -62,7 +65,8 @@ def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | No
             raise ConfigError(f"{stage.name}: --params-json must hold exactly the keys {list(stage.params)}")
         validate_selection(params, f"{stage.name} --params-json")
     else:
-        params = select_keys(load_config(args.params_file), stage.params)
+        config = load_config(args.params_file)
+        params = select_keys(variant_config(config, args.variant) if args.variant else config, stage.params)
     for name in stage.outs:
         Path(getattr(args, name)).parent.mkdir(parents=True, exist_ok=True)   # DVC does not create them
     return args, params

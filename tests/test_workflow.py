@@ -9,8 +9,10 @@ import sys
 import pytest
 import yaml
 
-from maskforge.config import get_key, load_config, select_keys
-from maskforge_workflow.graph import STAGES, Job, code_files, dvc_yaml, render_dvc_yaml
+from maskforge.config import get_key, load_config, load_schema, select_keys, variant_config
+from maskforge_workflow.graph import STAGES, VARIANT_SEPARATOR, Job, code_files, dvc_yaml, jobs, render_dvc_yaml, snakemake_rules
+
+TWO_VARIANTS = {"compare": {"variants": {"tau30": {"cam.bg_threshold": 0.3}, "short": {"cam.train.epochs": 2}}}}
 
 
 def test_dvc_yaml_is_generated_from_the_table():
@@ -27,14 +29,15 @@ def snakemake_plan(*extra):
         rule = re.match(r"rule (\w+):", block).group(1)
         if rule == "all":
             continue
+        variant, _, stage = rule.rpartition(VARIANT_SEPARATOR)
         fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
         wildcards = dict(w.split("=", 1) for w in fields.get("wildcards", "").split(", ") if w)
         command = re.search(r"^Shell command: (.*)$", block, re.M).group(1)
-        jobs[Job(STAGES[rule], wildcards, {}, {}).name] = {
+        jobs[Job(STAGES[stage], wildcards, {}, {}, variant=variant).name] = {
             "deps": set(fields.get("input", "").split(", ")) - {""},
             "outs": set(fields["output"].split(", ")),
             "argv": shlex.split(command.split(" > ")[0]),
-            "rule": rule,
+            "rule": stage,
             "gpu": int(dict(r.split("=", 1) for r in fields.get("resources", "").split(", ") if "=" in r).get("gpu", 0)),
         }
     return jobs
@@ -74,6 +77,77 @@ def assert_same_graph(plan, dvc):
         assert dvc_source == ["--params-file", "params.yaml"] and smk_source[0] == "--params-json"
         passed = json.loads(smk_source[1])
         assert select_keys(passed, stage.get("params", [])) == passed, f"{name}: Snakemake passes undeclared keys"
+
+
+def format_rule(template, job):
+    """A rule's template with one job's wildcards, inputs and outputs filled in, as Snakemake does."""
+    named = {**job.deps, **job.collected}
+    text = re.sub(r"\{input\.(\w+)\}", lambda m: " ".join([named[m[1]]] if isinstance(named.get(m[1], []), str)
+                                                            else named.get(m[1], [])), template)
+    text = re.sub(r"\{output\.(\w+)\}", lambda m: job.outs[m[1]], text)
+    return re.sub(r"\{(?:wildcards\.)?(\w+)\}", lambda m: job.wildcards[m[1]], text)
+
+
+@pytest.mark.parametrize("overlay", [{}, TWO_VARIANTS], ids=["default", "two_variants"])
+def test_snakemake_rules_and_dvc_yaml_agree_job_by_job(tmp_path, overlay):
+    """Without running an engine: each rule's jobs have dvc.yaml's deps, outs and arguments, and
+    each output template, under the rule's wildcard constraints, matches only its own jobs."""
+    (tmp_path / "o.yaml").write_text(yaml.safe_dump(overlay))
+    config = load_config("params.yaml", [tmp_path / "o.yaml"])
+    dvc = resolve_dvc_templates(dvc_yaml(config), config)["stages"]
+    rules = snakemake_rules(config)
+    planned = {job.name: (rule, job) for rule in rules for job in rule.by_wildcards.values()}
+    assert set(planned) == set(dvc) and len(planned) == sum(len(r.by_wildcards) for r in rules)
+    for name, (rule, job) in planned.items():
+        stage = dvc[name]
+        inputs = rule.inputs(job.wildcards)
+        assert {p for v in inputs.values() for p in ([v] if isinstance(v, str) else v)} == set(stage["deps"]), name
+        outs = {format_rule(t, job) for t in rule.outputs.values()}
+        assert outs == set(stage.get("outs", [])) | set(stage.get("metrics", [])) | set(stage.get("plots", [])), name
+        shell = shlex.split(format_rule(rule.shell.split(" > ")[0].replace("{params.values:q}", "JSON"), job))
+        dvc_argv = shlex.split(stage["cmd"])
+        assert shell[:3] == dvc_argv[:3] and dvc_argv[3:5] == ["--params-file", "params.yaml"], name
+        assert stage_args(shell)[2] == {k: v for k, v in stage_args(dvc_argv)[2].items() if k != "--variant"}, name
+        own = variant_config(config, job.variant) if job.variant else config
+        assert json.loads(rule.params) == select_keys(own, job.stage.params), name
+        assert format_rule(rule.log, job) == ("logs/" + (f"{job.variant}/" if job.variant else "")
+                                              + name.split(VARIANT_SEPARATOR)[-1] + ".log")
+    templates = [(rule, re.sub(r"\{(\w+)\}", lambda m: f"(?:{rule.wildcard_constraints[m[1]]})", t))
+                 for rule in rules for t in rule.outputs.values()]
+    for name, (rule, job) in planned.items():
+        for out in job.outs.values():
+            assert [r.name for r, pattern in templates if re.fullmatch(pattern, out)] == [rule.name], out
+
+
+def test_a_variant_reruns_what_reads_its_keys_and_shares_the_rest():
+    config = load_config("params.yaml")
+    config["compare"] = TWO_VARIANTS["compare"]
+    names = {job.name for job in jobs(config)}
+    default = {job.name for job in jobs(load_config("params.yaml"))}
+    tau = {n.split(VARIANT_SEPARATOR)[1] for n in names if n.startswith("tau30__")}
+    assert tau == {"seeds", "crf_seeds", "evaluate_seeds", "evaluate_seeds_crf"}       # not train_cam, not assemble_ae
+    short = {n.split(VARIANT_SEPARATOR)[1] for n in names if n.startswith("short__")}
+    assert "train_cam_r0" in short and "saliency" not in short and "prepare" not in short and "ground_truth" not in short
+    assert names - {n for n in names if VARIANT_SEPARATOR in n} == default            # the default run is unchanged
+    report = next(job for job in jobs(config) if job.stage.name == "report")
+    assert {"metrics/tau30/seeds.json", "metrics/short/irn.json", "metrics/seeds.json"} <= set(report.collected["metrics"])
+
+
+def test_a_variant_named_like_a_store_is_refused():
+    from maskforge.config import ConfigError
+    config = load_config("params.yaml")
+    config["compare"] = {"variants": {"prepared": {"cam.train.epochs": 2}}}   # data/prepared/predictions
+    with pytest.raises(ConfigError, match="compare.variants.prepared"):
+        jobs(config)
+
+
+def test_the_schema_lists_the_mask_stores_of_the_table_as_training_labels():
+    """seg.labels names a mask store of the default graph (or the GT masks): the schema's enum is
+    exactly those, so adding a mask-writing stage to the table without the schema fails here."""
+    enum = load_schema()["properties"]["seg"]["properties"]["labels"]["enum"]
+    stores = [job.outs["store"].rpartition("/")[2] for job in jobs(load_config("params.yaml"))
+              if job.stage.store_kind == "mask" and job.stage.name not in ("train_seg", "predict")]
+    assert sorted(enum) == sorted(stores)
 
 
 @pytest.mark.slow
@@ -116,6 +190,17 @@ def test_declared_code_is_what_the_stage_imports(name):
     loaded = subprocess.run([sys.executable, "-c", probe, f"stages.{name}"], capture_output=True, text=True,
                             check=True).stdout.split()
     assert set(loaded) == set(code_files(STAGES[name]))
+
+
+@pytest.mark.slow
+def test_engines_agree_on_two_variants(tmp_path):
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text(yaml.safe_dump(TWO_VARIANTS))
+    plan = snakemake_plan("--configfile", str(overlay))
+    config = load_config("params.yaml", [overlay])
+    assert_same_graph(plan, resolve_dvc_templates(dvc_yaml(config), config))
+    assert "tau30__seeds" in plan and "tau30__train_cam_r0" not in plan
+    assert json.loads(plan["tau30__seeds"]["argv"][4]) == {"cam": {"bg_threshold": 0.3}}
 
 
 @pytest.mark.slow

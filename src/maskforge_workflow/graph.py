@@ -355,18 +355,19 @@ def _variant_jobs(config: Mapping[str, Any], name: str, default: list[Job], trai
     than in the default run (e.g. more AE rounds), and everything downstream of them, with their
     outputs in the variant's folders; the rest of the graph is shared with the default run."""
     overrides = variants(config)[name]
-    listed = _whole_jobs(variant_config(config, name), training_labels)
+    listed = [job for job in _whole_jobs(variant_config(config, name), training_labels) if not job.stage.collects]
     same = {(job.name, tuple(job.deps.items()), tuple(job.outs.items())) for job in default}
-    changed: dict[str, str] = {}                   # default-run output path → the variant's path
-    mine: list[Job] = []
-    for job in listed:                             # upstream first, so one pass sees every changed input
-        if (job.stage.collects or (not _reads_any(job.stage, overrides) and not changed.keys() & set(job.dep_paths())
-                                   and (job.name, tuple(job.deps.items()), tuple(job.outs.items())) in same)):
-            continue
-        changed.update({out: variant_path(out, name) for out in job.outs.values()})
-        mine.append(replace(job, variant=name, deps={k: changed.get(v, v) for k, v in job.deps.items()},
-                            outs={k: variant_path(v, name) for k, v in job.outs.items()}))
-    return mine
+    mine = {job.name for job in listed
+            if _reads_any(job.stage, overrides) or (job.name, tuple(job.deps.items()), tuple(job.outs.items())) not in same}
+    grew = True
+    while grew:                                    # AE rounds read later stages' outputs: grow to a fixed point
+        changed = {out for job in listed if job.name in mine for out in job.outs.values()}
+        readers = {job.name for job in listed if changed & set(job.dep_paths())}
+        grew = not readers <= mine
+        mine |= readers
+    moved = {out: variant_path(out, name) for out in changed}
+    return [replace(job, variant=name, deps={k: moved.get(v, v) for k, v in job.deps.items()},
+                    outs={k: moved[v] for k, v in job.outs.items()}) for job in listed if job.name in mine]
 
 
 def _check_variant_outputs(listed: list[Job]) -> None:
@@ -374,7 +375,7 @@ def _check_variant_outputs(listed: list[Job]) -> None:
     outs = sorted({out for job in listed for out in job.outs.values()})
     for inner, outer in zip(outs[1:], outs):
         if inner.startswith(outer + "/"):
-            variant = next(job.variant for job in listed if inner in job.outs.values() or outer in job.outs.values())
+            variant = next(job.variant for job in listed if job.variant and {inner, outer} & set(job.outs.values()))
             raise ConfigError(f"compare.variants.{variant}: its outputs would land inside {outer}; "
                               "rename the variant (it must not be the name of a store, model or folder)")
 
