@@ -1,5 +1,6 @@
-"""Run the CAM + AE stages in DAG order through their main()s, as both engines call them; score helpers."""
+"""Run part of the graph in DAG order through the stages' main()s, as both engines call them; score helpers."""
 
+import importlib
 import json
 from pathlib import Path
 
@@ -9,48 +10,46 @@ import yaml
 from maskforge.config import load_config
 from maskforge.data.manifest import Manifest
 from maskforge.metrics import ConfusionMatrix
-from stages import (assemble_ae, crf, erase, evaluate, evaluate_cam, evaluate_saliency, make_cam, prepare, saliency,
-                    seeds, train_cam)
+from maskforge_workflow.graph import METRICS, MODELS, STORES, jobs
+
+CAM_STAGES = {"prepare", "train_cam", "make_cam", "erase", "seeds", "evaluate", "evaluate_cam"}
+REFINE_STAGES = {"saliency", "evaluate_saliency", "assemble_ae", "crf"}
+
+
+def local_name(path: str) -> str:
+    """A table path's name in a flat run folder: data/stores/cam_r0 → cam_r0, metrics/seeds.json →
+    seeds.json, data/models/cam_r0.pt → cam_r0.pt, data/prepared → prepared (parts keep their folder)."""
+    for root in (STORES, MODELS, METRICS, "data"):
+        if path.startswith(root + "/"):
+            return path[len(root) + 1:]
+    raise ValueError(f"{path}: not an output of the table")
 
 
 def run_cam_pipeline(root: Path, overlays: list, rounds: int, refine: bool = True) -> dict[str, str]:
-    """params.yaml + overlays → every store and metrics file of the graph (`rounds` AE rounds) under root;
-    without `refine`, only the CAM/AE part (no saliency, assembly or CRF)."""
+    """params.yaml + overlays with `rounds` AE rounds → every job of the CAM/AE stages (with
+    `refine`, also saliency, assembly and CRF) whose inputs the run has, in DAG order, each output
+    under root by its `local_name`; returns that name → path for every output."""
     root.mkdir(parents=True, exist_ok=True)
+    config = load_config("params.yaml", overlays)
+    config["ae"]["rounds"] = rounds
     params = root / "params.yaml"
-    params.write_text(yaml.safe_dump(load_config("params.yaml", overlays)))
-    p = ["--params-file", str(params)]
-    d = {"prepared": str(root / "prepared")}
-    prepare.main(p + ["--prepared", d["prepared"]])
-    for r in range(rounds):
-        previous = ["--regions", d[f"regions_r{r - 1}"]] if r else []
-        d.update({f"cam_r{r}.pt": str(root / f"cam_r{r}.pt"), f"curve_r{r}.csv": str(root / f"curve_r{r}.csv"),
-                  f"cam_r{r}": str(root / f"cam_r{r}"), f"regions_r{r}": str(root / f"regions_r{r}")})
-        train_cam.main(p + ["--prepared", d["prepared"], *previous, "--ckpt", d[f"cam_r{r}.pt"], "--curve", d[f"curve_r{r}.csv"]])
-        make_cam.main(p + ["--prepared", d["prepared"], "--ckpt", d[f"cam_r{r}.pt"], *previous, "--store", d[f"cam_r{r}"]])
-        erase.main(p + ["--cams", d[f"cam_r{r}"], *previous, "--store", d[f"regions_r{r}"]])
-        d[f"regions_r{r}.json"] = str(root / f"regions_r{r}.json")
-        evaluate.main(p + ["--prepared", d["prepared"], "--store", d[f"regions_r{r}"], "--metrics", d[f"regions_r{r}.json"]])
-    d.update({"seeds": str(root / "seeds"), "seeds.json": str(root / "seeds.json"),
-              "cam_r0.json": str(root / "cam_r0.json"), "sweep.csv": str(root / "sweep.csv")})
-    seeds.main(p + ["--cams", d["cam_r0"], "--store", d["seeds"]])
-    evaluate.main(p + ["--prepared", d["prepared"], "--store", d["seeds"], "--metrics", d["seeds.json"]])
-    evaluate_cam.main(p + ["--prepared", d["prepared"], "--store", d["cam_r0"], "--metrics", d["cam_r0.json"],
-                           "--sweep", d["sweep.csv"]])
-    if not refine:
-        return d
-    for name in ("saliency", "assemble_ae", "seeds_crf", "assemble_ae_crf"):
-        d[name], d[f"{name}.json"] = str(root / name), str(root / f"{name}.json")
-    d["ignored.json"] = str(root / "ignored.json")
-    saliency.main(p + ["--prepared", d["prepared"], "--store", d["saliency"]])
-    evaluate_saliency.main(p + ["--prepared", d["prepared"], "--store", d["saliency"], "--metrics", d["saliency.json"]])
-    assemble_ae.main(p + ["--regions", d[f"regions_r{rounds - 1}"], "--saliency", d["saliency"], "--store",
-                          d["assemble_ae"], "--ignored", d["ignored.json"]])
-    for source in ("seeds", "assemble_ae"):
-        crf.main(p + ["--prepared", d["prepared"], "--masks", d[source], "--store", d[f"{source}_crf"]])
-    for name in ("assemble_ae", "seeds_crf", "assemble_ae_crf"):
-        evaluate.main(p + ["--prepared", d["prepared"], "--store", d[name], "--metrics", d[f"{name}.json"]])
-    return d
+    params.write_text(yaml.safe_dump(config))
+    wanted = CAM_STAGES | (REFINE_STAGES if refine else set())
+    todo = [job for job in jobs(config) if job.stage.name in wanted]
+    produced = {out for job in todo for out in job.outs.values()}
+    todo = [job for job in todo if set(job.dep_paths()) <= produced]   # e.g. no scores of stores not built here
+    done: set[str] = set()
+    while todo:
+        job = next(job for job in todo if set(job.dep_paths()) <= done)
+        argv = ["--params-file", str(params)]
+        argv += [a for k, v in job.deps.items() for a in (f"--{k}", *(str(root / local_name(p)) for p in
+                                                                   ((v,) if isinstance(v, str) else v)))]
+        argv += [a for k, v in job.outs.items() for a in (f"--{k}", str(root / local_name(v)))]
+        argv += ["--part", job.wildcards["part"]] if "part" in job.wildcards else []
+        importlib.import_module(job.stage.module).main(argv)
+        done |= set(job.outs.values())
+        todo.remove(job)
+    return {local_name(out): str(root / local_name(out)) for out in done}
 
 
 def trivial_baseline_mious(manifest: Manifest) -> dict[str, float]:

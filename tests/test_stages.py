@@ -53,14 +53,14 @@ def test_metrics_files_have_the_documented_keys(run):
     assert regions["fg_precision"] is None or 0 <= regions["fg_precision"] <= 100   # None: nothing mined
     cam = json.load(open(run["cam_r0.json"]))
     assert cam["bg_threshold"] in (0.1, 0.3)
-    assert open(run["sweep.csv"]).read().splitlines()[0] == "threshold,miou"
+    assert open(run["cam_r0_sweep.csv"]).read().splitlines()[0] == "threshold,miou"
 
 
 def test_sweep_command_scores_cached_cams_without_inference(run, tmp_path, capsys):
     out = tmp_path / "sweep.csv"
     assert maskforge_main(["sweep", run["cam_r0"], "--manifest", f"{run['prepared']}/manifest.json",
                            "--thresholds", "0.1", "0.3", "--out", str(out)]) == 0
-    assert out.read_text() == open(run["sweep.csv"]).read()       # same numbers as evaluate_cam's sweep
+    assert out.read_text() == open(run["cam_r0_sweep.csv"]).read()       # same numbers as evaluate_cam's sweep
     assert "best bg_threshold" in capsys.readouterr().out
 
 
@@ -70,7 +70,7 @@ def test_assembly_and_crf_stores_are_scored(run):
         for image_id in assembled.ids:
             assert set(np.unique(refined[image_id])) <= {0, *manifest.label_ids(image_id).tolist()}   # CRF labels all
             assert set(np.unique(assembled[image_id])) <= {0, 255, *manifest.label_ids(image_id).tolist()}
-    ignored = json.load(open(run["ignored.json"]))
+    ignored = json.load(open(run["assemble_ae_ignored.json"]))
     assert ignored["ignored_fraction"] == pytest.approx(
         sum(v for k, v in ignored.items() if k.endswith("_fraction") and k != "ignored_fraction"))
     assert json.load(open(run["assemble_ae_crf.json"]))["labelled_fraction"] == pytest.approx(1)
@@ -79,7 +79,7 @@ def test_assembly_and_crf_stores_are_scored(run):
 
 
 def test_curve_and_checkpoint_written(run):
-    assert open(run["curve_r0.csv"]).read().startswith("epoch,step,loss,lr")
+    assert open(run["train_cam_r0.csv"]).read().startswith("epoch,step,loss,lr")
 
 
 def test_missing_input_store_is_one_line_and_exit_2(tmp_path):
@@ -111,6 +111,9 @@ def test_report_is_one_offline_page_with_metrics_and_galleries(run, tmp_path):
     assert "<script" not in page and "src=\"http" not in page and "href=" not in page
     seeds = json.loads(open(run["seeds.json"]).read())
     assert f"{seeds['miou']:.2f}" in page
+    cams = json.loads(open(run["cam_r0.json"]).read())
+    assert page.index("leaderboard") < page.index("metrics (")                  # the report opens with it
+    assert f"<td class=l>seeds</td><td>train</td><td>{seeds['miou']:.2f}</td><td>cam_r0</td><td>{seeds['miou'] / cams['miou']:.2f}</td>" in page
 
 
 def test_store_diff_writes_an_html_page_of_the_most_changed_images(run, tmp_path):

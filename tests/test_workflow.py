@@ -73,10 +73,13 @@ def assert_same_graph(plan, dvc):
         assert job["gpu"] == STAGES[job["rule"]].gpu, f"{name}: the rule's gpu resource differs from the table"
         smk_module, smk_source, smk_args = stage_args(job["argv"])
         dvc_module, dvc_source, dvc_args = stage_args(shlex.split(stage["cmd"]))
+        variant = dvc_args.pop("--variant", ())                  # DVC applies a variant's overrides itself
+        assert variant == ((name.split(VARIANT_SEPARATOR)[0],) if VARIANT_SEPARATOR in name else ()), name
         assert (smk_module, smk_args) == (dvc_module, dvc_args), name
         assert dvc_source == ["--params-file", "params.yaml"] and smk_source[0] == "--params-json"
         passed = json.loads(smk_source[1])
-        assert select_keys(passed, stage.get("params", [])) == passed, f"{name}: Snakemake passes undeclared keys"
+        declared = [p for p in stage.get("params", []) if not p.startswith("compare.")]
+        assert select_keys(passed, declared) == passed, f"{name}: Snakemake passes undeclared keys"
 
 
 def format_rule(template, job):

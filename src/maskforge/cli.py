@@ -22,7 +22,8 @@ from pathlib import Path
 
 from maskforge.config import ConfigError
 from maskforge.data.manifest import DatasetError, Manifest
-from maskforge.files import atomic_write_text
+from maskforge.files import PART, atomic_write_text
+from maskforge.leaderboard import run_labels
 from maskforge.store import (META, StoreError, StoreWriter, diff_stores, export_pngs, flatten, input_digest,
                              open_store, read_png)
 
@@ -154,9 +155,10 @@ def cmd_report(args: argparse.Namespace) -> None:
     """Write the HTML report of the stores and metrics files on disk (default: all of them)."""
     from maskforge.viz import report_html
 
-    stores = [open_store(p) for p in (args.stores or sorted(p.parent for p in Path("data/stores").glob(f"*/{META}")))]
-    metrics = args.metrics or sorted(Path("metrics").glob("*.json"))
-    summaries = {Path(p).stem: json.loads(Path(p).read_text()) for p in metrics}
+    paths = args.stores or sorted(p.parent for p in Path("data/stores").glob(f"**/{META}") if not PART.match(p.parent.name))
+    stores = {label: open_store(p) for label, p in zip(run_labels(paths), paths)}
+    metrics = args.metrics or sorted(Path("metrics").glob("**/*.json"))
+    summaries = {label: json.loads(Path(p).read_text()) for label, p in zip(run_labels(metrics), metrics)}
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
     atomic_write_text(args.out, report_html(manifest, stores, summaries, args.images, args.thumbnail))
     print(f"wrote {args.out}: {len(stores)} stores, {len(summaries)} metrics files")

@@ -17,6 +17,7 @@ from PIL import Image
 
 from maskforge.data.manifest import Manifest
 from maskforge.evaluation import regions_to_mask
+from maskforge.leaderboard import Entry, leaderboard
 from maskforge.store import MaskStore, voc_palette
 
 THUMBNAIL = 160   # longer side of a gallery picture, pixels
@@ -68,8 +69,8 @@ def _figure(picture: np.ndarray, caption: str, size: int) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def gallery_html(manifest: Manifest, stores: Sequence[MaskStore], ids: Iterable[str], size: int = THUMBNAIL) -> str:
-    """One row per image: the image, its GT and each store's version side by side."""
+def gallery_html(manifest: Manifest, stores: Mapping[str, MaskStore], ids: Iterable[str], size: int = THUMBNAIL) -> str:
+    """One row per image: the image, its GT and each store's version side by side (captioned by label)."""
     rows = []
     for image_id in ids:
         image = manifest.load_image(image_id)
@@ -77,7 +78,7 @@ def gallery_html(manifest: Manifest, stores: Sequence[MaskStore], ids: Iterable[
         gt = manifest.load_mask(image_id)
         if gt is not None:
             cells.append(_figure(colour_mask(gt), "GT", size))
-        cells += [_figure(render_store_image(s, image_id, image), s.path.name, size) for s in stores if image_id in s]
+        cells += [_figure(render_store_image(s, image_id, image), label, size) for label, s in stores.items() if image_id in s]
         rows.append(f'<div class="row">{"".join(cells)}</div>')
     return "\n".join(rows)
 
@@ -141,15 +142,25 @@ def store_diff_html(diff: Mapping[str, Any], a: MaskStore, b: MaskStore, manifes
     return page_html(f"store diff: {a.path.name} vs {b.path.name}", sections)
 
 
-def report_html(manifest: Manifest, stores: Sequence[MaskStore], summaries: Mapping[str, Mapping[str, Any]],
+def leaderboard_html(entries: Sequence[Entry]) -> str:
+    """The leaderboard as a table: variant, store, split, mIoU, the input store and the ratio."""
+    return table_html(["variant", "store", "split", "mIoU", "made from", "ratio to it"],
+                      [[e.variant, e.store, e.split, e.miou, e.source or "", e.ratio] for e in entries], left=3)
+
+
+def report_html(manifest: Manifest, stores: Mapping[str, MaskStore], summaries: Mapping[str, Mapping[str, Any]],
                 images: int, size: int = THUMBNAIL) -> str:
-    """The pipeline report: the metrics table of every scored store, then one gallery per split
-    (train: pseudo labels; val: predictions) of its first `images` ids with GT."""
-    sections = [("metrics (mIoU and per-class IoU, %)", metrics_table_html(summaries))]
+    """The pipeline report, stores and summaries keyed by the same labels (`run_labels`): the
+    leaderboard of every variant's stores, the metrics table, then one gallery per split (train:
+    pseudo labels; val: predictions) of its first `images` ids with GT, the same store of every
+    variant side by side."""
+    sections = [("leaderboard (mIoU %, best first; ratio to the store it was made from)",
+                 leaderboard_html(leaderboard(stores, summaries))),
+                ("metrics (mIoU and per-class IoU, %)", metrics_table_html(summaries))]
+    by_store = dict(sorted(stores.items(), key=lambda item: (item[0].rpartition("/")[2], item[0])))
     for split in manifest.splits:
         ids = [i for i in manifest.ids(split) if manifest.images[i].mask is not None][:images]
-        shown = [s for s in stores if any(i in s for i in ids)]
+        shown = {label: s for label, s in by_store.items() if any(i in s for i in ids)}
         if ids and shown:
-            sections.append((f"{split}: image, GT, " + ", ".join(s.path.name for s in shown),
-                             gallery_html(manifest, shown, ids, size)))
+            sections.append((f"{split}: image, GT, " + ", ".join(shown), gallery_html(manifest, shown, ids, size)))
     return page_html("maskforge report", sections)
