@@ -9,6 +9,7 @@ import yaml
 
 from maskforge.config import load_config
 from maskforge.data.manifest import Manifest
+from maskforge.files import PART
 from maskforge.metrics import ConfusionMatrix
 from maskforge_workflow.graph import METRICS, MODELS, STORES, jobs
 
@@ -28,7 +29,8 @@ def local_name(path: str) -> str:
 def run_cam_pipeline(root: Path, overlays: list, rounds: int, refine: bool = True) -> dict[str, str]:
     """params.yaml + overlays with `rounds` AE rounds → every job of the CAM/AE stages (with
     `refine`, also saliency, assembly and CRF) whose inputs the run has, in DAG order, each output
-    under root by its `local_name`; returns that name → path for every output."""
+    under root by its `local_name`; returns that name → path for every output (a store written in
+    parts under its own name)."""
     root.mkdir(parents=True, exist_ok=True)
     config = load_config("params.yaml", overlays)
     config["ae"]["rounds"] = rounds
@@ -49,7 +51,8 @@ def run_cam_pipeline(root: Path, overlays: list, rounds: int, refine: bool = Tru
         importlib.import_module(job.stage.module).main(argv)
         done |= set(job.outs.values())
         todo.remove(job)
-    return {local_name(out): str(root / local_name(out)) for out in done}
+    names = {str(Path(n).parent) if PART.match(Path(n).name) else n for n in map(local_name, done)}   # parts → their store
+    return {name: str(root / name) for name in names}
 
 
 def trivial_baseline_mious(manifest: Manifest) -> dict[str, float]:

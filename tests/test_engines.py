@@ -126,6 +126,35 @@ def test_snakemake_hands_over_to_dvc_and_nothing_is_left_to_do(project):
     assert "Nothing to be done" in out.stdout + out.stderr
 
 
+def test_two_variants_run_beside_the_default_graph_in_both_engines(project, tmp_path):
+    """compare.variants in params.yaml: Snakemake runs only the jobs each variant changes (the
+    default run's outputs are shared, not rerun), the report ranks every variant's stores, and DVC
+    runs a variant's stage (with --variant) to the same bytes and then has nothing to do."""
+    repo = tmp_path / "repo"
+    shutil.copytree(project, repo, symlinks=True)
+    variants = {"tau30": {"cam.bg_threshold": 0.3}, "erase70": {"ae.erase_threshold": 0.7}}
+    config = {**TINY, "compare": {"variants": variants}}
+    (repo / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    sh(repo, str(BIN / "maskforge"), "dvc-yaml")
+    run = snakemake(repo)
+    expected = {job.name for job in jobs(config) if job.variant} | {"report"}
+    assert planned_jobs(run.stdout + run.stderr) == dict(collections.Counter(
+        (f"{job.variant}__" if job.variant else "") + job.stage.name for job in jobs(config) if job.name in expected))
+    assert "maskforge handover: recorded" in run.stdout + run.stderr
+    for name in variants:
+        assert json.loads((repo / f"metrics/{name}/seeds_crf.json" if name == "tau30" else
+                           repo / f"metrics/{name}/assemble_ae_crf.json").read_text())["miou"] >= 0
+    report = (repo / "reports/index.html").read_text()
+    assert report.index("leaderboard") < report.index("metrics (")
+    assert "<td class=l>tau30</td><td class=l>seeds</td>" in report and "<td class=l>erase70</td>" in report
+    assert "up to date" in dvc(repo, "status").stdout.lower()
+    seeds = repo / "data/stores/tau30/seeds"
+    before = {p.relative_to(seeds): p.read_bytes() for p in seeds.rglob("*.h5")}
+    dvc(repo, "repro", "--force", "--single-item", "tau30__seeds")
+    assert {p.relative_to(seeds): p.read_bytes() for p in seeds.rglob("*.h5")} == before
+    assert "up to date" in dvc(repo, "status").stdout.lower()
+
+
 @pytest.mark.parametrize("changes, readers", [
     ({"cam.bg_threshold": 0.3}, ["cam.bg_threshold"]),
     ({"crf.bilateral_sxy": 10, "crf.bilateral_compat": 50}, ["crf"]),                      # a swap of two values

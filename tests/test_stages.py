@@ -113,7 +113,8 @@ def test_report_is_one_offline_page_with_metrics_and_galleries(run, tmp_path):
     assert f"{seeds['miou']:.2f}" in page
     cams = json.loads(open(run["cam_r0.json"]).read())
     assert page.index("leaderboard") < page.index("metrics (")                  # the report opens with it
-    assert f"<td class=l>seeds</td><td>train</td><td>{seeds['miou']:.2f}</td><td>cam_r0</td><td>{seeds['miou'] / cams['miou']:.2f}</td>" in page
+    assert (f"<td class=l>default</td><td class=l>seeds</td><td class=l>cam_r0</td><td class=l>train</td>"
+            f"<td>{seeds['miou']:.2f}</td><td>{seeds['miou'] / cams['miou']:.2f}</td>") in page
 
 
 def test_store_diff_writes_an_html_page_of_the_most_changed_images(run, tmp_path):

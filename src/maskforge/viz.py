@@ -143,9 +143,9 @@ def store_diff_html(diff: Mapping[str, Any], a: MaskStore, b: MaskStore, manifes
 
 
 def leaderboard_html(entries: Sequence[Entry]) -> str:
-    """The leaderboard as a table: variant, store, split, mIoU, the input store and the ratio."""
-    return table_html(["variant", "store", "split", "mIoU", "made from", "ratio to it"],
-                      [[e.variant, e.store, e.split, e.miou, e.source or "", e.ratio] for e in entries], left=3)
+    """The leaderboard as a table: variant, store, the store it was made from, split, mIoU, ratio."""
+    return table_html(["variant", "store", "made from", "split", "mIoU", "ratio"],
+                      [[e.variant, e.store, e.source or "", e.split, e.miou, e.ratio] for e in entries], left=4)
 
 
 def report_html(manifest: Manifest, stores: Mapping[str, MaskStore], summaries: Mapping[str, Mapping[str, Any]],
