@@ -3,7 +3,10 @@
 # Each rule's params are the stage's keys as one JSON value (any change or swap reruns it), and
 # its `code` input is the stage module plus every core module it imports (an edit reruns it).
 
-for spec in snakemake_rules(config):
+
+def stage_rule(spec):
+    """One `rule:` from a Rule of the table. A function, not a loop body: Snakemake evaluates the
+    shell command again when the job runs, and a loop variable would by then name the last rule."""
 
     rule:
         name:
@@ -32,3 +35,7 @@ for spec in snakemake_rules(config):
             **({"gpu": spec.stage.gpu} if spec.stage.gpu else {}),
         shell:
             spec.shell
+
+
+for spec in snakemake_rules(config):
+    stage_rule(spec)
