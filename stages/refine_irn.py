@@ -13,18 +13,15 @@ Written as a mask store.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from maskforge.augment import resize_longer_side
 from maskforge.checkpoint import load_checkpoint
 from maskforge.data.manifest import Manifest
 from maskforge.models.backbones import create_backbone
 from maskforge.models.irn import BoundaryNet
-from maskforge.randomwalk import bounded_random_walk, upsample_scores, walk_labels
+from maskforge.randomwalk import irn_mask
 from maskforge.store import StoreWriter, input_digest, open_store
 from maskforge.training import pick_device
 from stages._stage import parse_stage_args, run_stage
@@ -38,21 +35,6 @@ def load_irn_model(path: str, device: torch.device) -> BoundaryNet:
     return model.to(device).eval()
 
 
-@torch.inference_mode()
-def refine_image(model: BoundaryNet, image: np.ndarray, cams: np.ndarray, classes: Sequence[int],
-                 infer: Mapping[str, Any], device: torch.device) -> np.ndarray:
-    """IRN mask (uint8 H×W) of one image (H×W×3) from its normalised CAMs (K×H×W, class ids `classes`)."""
-    full = torch.tensor(image).permute(2, 0, 1)
-    if len(classes) == 0:
-        return np.zeros(full.shape[-2:], np.uint8)
-    small = resize_longer_side(full, infer["max_side"]).float().to(device)
-    boundary = model.boundary_with_flip(model.backbone.normalize(small[None]))[0]
-    cams4 = F.interpolate(torch.from_numpy(cams)[None].to(device), size=boundary.shape, mode="bilinear",
-                          align_corners=False)[0]
-    scores = bounded_random_walk(cams4, boundary, infer["radius"], infer["beta"], infer["exp_times"])
-    return walk_labels(upsample_scores(scores, small.shape[-2:], full.shape[-2:]), classes, infer["bg_score"])
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args, params = parse_stage_args(__spec__.name, __doc__, argv)
     infer = params["irn"]["infer"]
@@ -64,8 +46,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     with StoreWriter(args.store, kind="mask", stage="refine_irn", params=params, inputs=inputs,
                      classes=cams.classes) as writer:
         for image_id in cams.ids:
-            writer.add(image_id, refine_image(model, manifest.load_image(image_id), cams[image_id],
-                                              cams.label_classes(image_id).tolist(), infer, device))
+            writer.add(image_id, irn_mask(model, manifest.load_image(image_id), cams[image_id],
+                                          cams.label_classes(image_id).tolist(), **infer))
     print(f"refine_irn: {len(cams.ids)} images, 2^{infer['exp_times']} random-walk steps", flush=True)
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from maskforge.irn import pair_offsets
-from maskforge.randomwalk import (bounded_random_walk, dense_random_walk, dense_transition, neighbour_offsets,
+from maskforge.randomwalk import (bounded_random_walk, dense_random_walk, dense_transition, irn_mask, neighbour_offsets,
                                   transition_stencil, upsample_scores, walk_labels)
 
 
@@ -109,3 +109,43 @@ def test_upsample_scores_crops_the_stride_grid_then_resizes():
 def test_bad_shapes_are_errors():
     with pytest.raises(ValueError, match="same size"):
         bounded_random_walk(torch.zeros(1, 4, 4), torch.zeros(4, 5), 3, 10, 1)
+
+
+# ---- irn_mask: IRN inference for one image ------------------------------------------------------
+
+def _boundary_net():
+    from maskforge.models.backbones import create_backbone
+    from maskforge.models.irn import BoundaryNet
+    torch.manual_seed(0)
+    return BoundaryNet(create_backbone("efficientnet_lite0", None, 16)).eval()
+
+
+WALK = {"max_side": 32, "radius": 3, "beta": 10.0, "exp_times": 2}
+
+
+def test_irn_mask_of_an_image_without_classes_is_background():
+    image = np.random.default_rng(0).integers(0, 255, (20, 30, 3), np.uint8)
+    mask = irn_mask(_boundary_net(), image, np.zeros((0, 20, 30), np.float32), [], bg_score=0.25, **WALK)
+    assert mask.shape == (20, 30) and mask.dtype == np.uint8 and not mask.any()
+
+
+def test_irn_mask_is_the_walked_cam_against_the_background_score():
+    """CAM ⊙ (1 − B) is positive wherever the CAM is (B < 1), so with a background score near 0 every
+    pixel takes the class; at 1 (the normalised maximum) the background wins every tie."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (40, 52, 3), np.uint8)
+    cams = np.ones((1, 40, 52), np.float32)
+    model = _boundary_net()
+    everywhere = irn_mask(model, image, cams, [3], bg_score=1e-6, **WALK)
+    assert everywhere.shape == (40, 52) and (everywhere == 3).all()
+    assert not irn_mask(model, image, cams, [3], bg_score=1.0, **WALK).any()
+
+
+def test_irn_mask_labels_each_pixel_with_the_stronger_walked_class():
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 255, (40, 40, 3), np.uint8)
+    cams = np.zeros((2, 40, 40), np.float32)
+    cams[0, :, :20], cams[1, :, 20:] = 1.0, 1.0                 # class 2 on the left, class 5 on the right
+    mask = irn_mask(_boundary_net(), image, cams, [2, 5], bg_score=1e-6, **{**WALK, "exp_times": 0})
+    assert set(np.unique(mask)) <= {0, 2, 5}
+    assert (mask[:, :8] == 2).all() and (mask[:, -8:] == 5).all()

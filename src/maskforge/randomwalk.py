@@ -24,10 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from maskforge.augment import resize_longer_side
 from maskforge.irn import STRIDE, pair_affinities, pair_offsets
+from maskforge.models.irn import BoundaryNet
 
 __all__ = ["neighbour_offsets", "transition_stencil", "dense_transition", "dense_random_walk",
-           "bounded_random_walk", "upsample_scores", "walk_labels"]
+           "bounded_random_walk", "upsample_scores", "walk_labels", "irn_mask"]
 
 
 @cache
@@ -137,3 +139,23 @@ def walk_labels(scores: Tensor, classes: Sequence[int], bg_score: float) -> np.n
     padded = torch.cat([scores.new_full((1, *scores.shape[-2:]), bg_score), scores])
     keys = np.asarray([0, *(int(c) for c in classes)], np.uint8)
     return keys[padded.argmax(dim=0).cpu().numpy()]
+
+
+@torch.inference_mode()
+def irn_mask(model: BoundaryNet, image: np.ndarray, cams: np.ndarray, classes: Sequence[int], *, max_side: int,
+             radius: int, beta: float, exp_times: int, bg_score: float) -> np.ndarray:
+    """IRN's pseudo mask of one image (IRN step/make_sem_seg_labels.py): the boundary map B of the
+    image (H×W×3 uint8) resized to longer side `max_side` (mean of the image's and its flip's
+    logits, stride 4), its normalised CAMs (K×H×W, class ids `classes`) resized to B's grid, the
+    random walk x · T^(2^exp_times) with x = CAM ⊙ (1 − B), the scores upsampled to H×W, divided
+    by their max, `bg_score` prepended, argmax → uint8 H×W class ids. Runs on the model's device."""
+    full = torch.tensor(image).permute(2, 0, 1)
+    if len(classes) == 0:
+        return np.zeros(full.shape[-2:], np.uint8)
+    device = next(model.parameters()).device
+    small = resize_longer_side(full, max_side).float().to(device)
+    boundary = model.boundary_with_flip(model.backbone.normalize(small[None]))[0]
+    cams4 = F.interpolate(torch.from_numpy(cams)[None].to(device), size=boundary.shape, mode="bilinear",
+                          align_corners=False)[0]
+    scores = bounded_random_walk(cams4, boundary, radius, beta, exp_times)
+    return walk_labels(upsample_scores(scores, small.shape[-2:], full.shape[-2:]), classes, bg_score)
