@@ -20,7 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from maskforge.crf import CRFParams, crf_from_labels, map_in_pool
+from maskforge.crf import CRFParams, crf_from_labels
+from maskforge.parallel import map_in_pool
 from maskforge.data.voc import read_voc
 from maskforge.metrics import ConfusionMatrix
 

@@ -9,9 +9,10 @@ from typing import Sequence
 
 import numpy as np
 
-from maskforge.crf import CRFParams, crf_from_labels, map_in_pool
+from maskforge.crf import CRFParams, crf_from_labels
 from maskforge.data.manifest import Manifest
-from maskforge.store import StoreWriter, input_digest, open_store
+from maskforge.parallel import map_into_store
+from maskforge.store import input_digest, open_store
 from stages._stage import parse_stage_args, run_stage
 
 
@@ -26,10 +27,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = CRFParams.from_params(params["crf"])
     items = ((manifest.load_image(i), masks[i], [0, *manifest.label_ids(i).tolist()], settings) for i in masks.ids)
     inputs = {"prepared": input_digest(args.prepared), "masks": input_digest(args.masks)}
-    with StoreWriter(args.store, kind="mask", stage="crf", params=params, inputs=inputs,
-                     classes=masks.classes) as writer:
-        for image_id, refined in zip(masks.ids, map_in_pool(refine, items, params["crf"]["workers"])):
-            writer.add(image_id, refined)
+    map_into_store(args.store, refine, masks.ids, items, params["crf"]["workers"], kind="mask", stage="crf",
+                   params=params, inputs=inputs, classes=masks.classes)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,11 @@ from typing import Sequence
 
 import numpy as np
 
-from maskforge.crf import CRFParams, map_in_pool
+from maskforge.crf import CRFParams
 from maskforge.data.manifest import Manifest
 from maskforge.irn import ir_labels
-from maskforge.store import StoreWriter, input_digest, open_store
+from maskforge.parallel import map_into_store
+from maskforge.store import input_digest, open_store
 from stages._stage import parse_stage_args, run_stage
 
 
@@ -31,10 +32,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     items = ((manifest.load_image(i), cams[i], cams.label_classes(i).tolist(), irn["fg_threshold"], irn["bg_threshold"],
               settings) for i in cams.ids)
     inputs = {"prepared": input_digest(args.prepared), "cams": input_digest(args.cams)}
-    with StoreWriter(args.store, kind="mask", stage="ir_labels", params=params, inputs=inputs,
-                     classes=cams.classes) as writer:
-        for image_id, labels in zip(cams.ids, map_in_pool(label, items, params["crf"]["workers"])):
-            writer.add(image_id, labels)
+    map_into_store(args.store, label, cams.ids, items, params["crf"]["workers"], kind="mask", stage="ir_labels",
+                   params=params, inputs=inputs, classes=cams.classes)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from maskforge.augment import resize_longer_side
 from maskforge.checkpoint import CheckpointError, load_checkpoint
-from maskforge.crf import CRFParams, map_in_pool
+from maskforge.crf import CRFParams
+from maskforge.parallel import map_in_pool
 from maskforge.data.manifest import Manifest
 from maskforge.models.backbones import create_backbone
 from maskforge.models.deeplab import DeepLab

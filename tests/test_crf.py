@@ -9,7 +9,8 @@ import yaml
 
 from maskforge import crf as crf_module
 from maskforge.config import ConfigError
-from maskforge.crf import CRFParams, crf_from_labels, crf_from_scores, map_in_pool
+from maskforge.crf import CRFParams, crf_from_labels, crf_from_scores
+from maskforge.parallel import map_in_pool
 
 RED, BLUE, GREEN = (220, 30, 30), (30, 30, 220), (30, 200, 30)
 UNSURE = 255

@@ -14,36 +14,25 @@ Two unaries:
 - `crf_from_scores`: from non-negative per-class scores (e.g. [background score, normalised
   CAMs]), normalised per pixel to probabilities; unary −log p.
 
-`map_in_pool` runs either over many images in worker processes, in order, with bounded memory.
+Many images are refined in worker processes with `maskforge.parallel.map_into_store`.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import sys
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from pydensecrf import densecrf
 
 from maskforge.config import ConfigError
 
-__all__ = ["CRFParams", "crf_from_labels", "crf_from_scores", "map_in_pool"]
+__all__ = ["CRFParams", "crf_from_labels", "crf_from_scores"]
 
 UNSURE = 255      # label value with no information: uniform unary
 SCORE_EPS = 1e-5  # probability floor before −log, so a zero score is a large finite energy
 
-# Thread-count variables of numpy/BLAS/OpenMP-style libraries; workers start with all of them = 1.
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS")
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -172,56 +161,3 @@ def _check_classes(classes: Sequence[int]) -> tuple[int, ...]:
     if not ids or len(set(ids)) != len(ids) or not all(0 <= c < UNSURE for c in ids):
         raise ValueError(f"classes must be distinct ids in 0..{UNSURE - 1}, at least one, got {list(classes)}")
     return ids
-
-
-def map_in_pool(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
-    """fn(item) for every item, in order. `workers` == 1: a lazy in-process map. Otherwise a pool
-    of `workers` fresh (spawned) processes, each started with one thread for numpy/BLAS/OpenMP
-    (and torch/OpenCV set to one thread if loaded); `fn` must be picklable (module level). Items
-    are submitted one per task and at most 2 × workers are in flight, so neither the inputs nor
-    unconsumed results pile up in memory. An exception in `fn` is raised here; the pool stops
-    when the iterator is exhausted, closed or raises."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-    if workers == 1:
-        yield from map(fn, items)
-        return
-    with _single_threaded_environment():
-        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
-    try:
-        pending: deque = deque()
-        for item in items:
-            pending.append(pool.apply_async(fn, (item,)))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
-
-
-@contextmanager
-def _single_threaded_environment() -> Iterator[None]:
-    """Set the thread-count variables to 1 while worker processes start (they inherit the
-    environment, and the libraries read it at import), then restore them."""
-    saved = {name: os.environ.get(name) for name in _THREAD_VARS}
-    os.environ.update({name: "1" for name in _THREAD_VARS})
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def _init_worker() -> None:
-    """Pool initializer: one thread for libraries the spawned worker has already imported
-    (the main module's imports run before this)."""
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-    if "cv2" in sys.modules:
-        sys.modules["cv2"].setNumThreads(1)
