@@ -1,4 +1,4 @@
-# maskforge: image-level labels -> pseudo masks. The stage table (src/maskforge_workflow/graph.py) is
+# maskforge: image-level labels -> pseudo masks. The stage table (src/maskforge_workflow/table.py) is
 # the one description of the DAG: the rules are written from it (workflow/rules/stages.smk), dvc.yaml
 # is generated from it, and a test checks both engines agree.
 from snakemake.utils import min_version

@@ -18,7 +18,7 @@ from maskforge.config import ConfigError, load_config, select_keys, validate_sel
 from maskforge.data.manifest import DatasetError
 from maskforge.files import PART
 from maskforge.store import StoreError
-from maskforge_workflow.graph import stage_of_module
+from maskforge_workflow.table import stage_of_module
 
 
 def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:

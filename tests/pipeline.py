@@ -11,7 +11,8 @@ from maskforge.config import load_config
 from maskforge.data.manifest import Manifest
 from maskforge.files import PART
 from maskforge.metrics import ConfusionMatrix
-from maskforge_workflow.graph import METRICS, MODELS, STORES, jobs
+from maskforge_workflow.expand import jobs
+from maskforge_workflow.table import METRICS, MODELS, STORES
 
 CAM_STAGES = {"prepare", "train_cam", "make_cam", "erase", "seeds", "evaluate", "evaluate_cam"}
 REFINE_STAGES = {"saliency", "evaluate_saliency", "assemble_ae", "crf"}

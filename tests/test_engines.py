@@ -15,7 +15,9 @@ import pytest
 import yaml
 
 from maskforge.config import load_config
-from maskforge_workflow.graph import STAGES, code_files, jobs
+from maskforge_workflow.codedeps import code_files
+from maskforge_workflow.expand import jobs
+from maskforge_workflow.table import STAGES
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,11 @@ import pytest
 import yaml
 
 from maskforge.config import get_key, load_config, load_schema, select_keys, variant_config
-from maskforge_workflow.graph import STAGES, VARIANT_SEPARATOR, Job, code_files, dvc_yaml, jobs, render_dvc_yaml, snakemake_rules
+from maskforge_workflow.codedeps import code_files
+from maskforge_workflow.dvc_yaml import dvc_yaml, render_dvc_yaml
+from maskforge_workflow.expand import VARIANT_SEPARATOR, Job, jobs
+from maskforge_workflow.rules import snakemake_rules
+from maskforge_workflow.table import STAGES
 
 TWO_VARIANTS = {"compare": {"variants": {"tau30": {"cam.bg_threshold": 0.3}, "short": {"cam.train.epochs": 2}}}}
 

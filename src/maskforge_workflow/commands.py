@@ -12,7 +12,7 @@ import os
 from maskforge.cli import table
 from maskforge.config import ConfigError, load_config
 from maskforge.files import atomic_write_text
-from maskforge_workflow.graph import render_dvc_yaml
+from maskforge_workflow.dvc_yaml import render_dvc_yaml
 
 
 def cmd_dvc_yaml(args: argparse.Namespace) -> None:

@@ -22,7 +22,8 @@ from maskforge.config import ConfigError, canonical_json, get_key, select_keys, 
 from maskforge.data.manifest import Manifest
 from maskforge.evaluation import evaluate_masks
 from maskforge.store import StoreError, open_store
-from maskforge_workflow.graph import MANIFEST, STAGES, Job, jobs
+from maskforge_workflow.expand import Job, jobs
+from maskforge_workflow.table import MANIFEST, STAGES
 
 SWEEPS = "data/sweeps"
 

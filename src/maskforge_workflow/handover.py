@@ -22,7 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from maskforge_workflow.graph import ROOT, jobs, render_dvc_yaml
+from maskforge_workflow.codedeps import ROOT
+from maskforge_workflow.dvc_yaml import render_dvc_yaml
+from maskforge_workflow.expand import jobs
 
 ADOPTING = "MASKFORGE_ADOPTING"   # set while `maskforge handover --to snakemake` records outputs
 MTIME_SLACK_S = 2.0               # an output modified this long after Snakemake's record is foreign

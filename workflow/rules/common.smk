@@ -1,5 +1,5 @@
 # Config validation first, then the engine hand-over. Everything about the graph comes from the
-# stage table (src/maskforge_workflow/graph.py); the rules are written from it in stages.smk.
+# stage table (src/maskforge_workflow/table.py); the rules are written from it in stages.smk.
 import sys
 
 # The checkout's own code: the workflow package (stage table, hand-over) and the stage modules.
@@ -8,7 +8,8 @@ sys.path[:0] = [f"{workflow.basedir}/src", workflow.basedir]
 from snakemake.utils import validate
 
 from maskforge.config import SCHEMA_PATH
-from maskforge_workflow.graph import final_targets, snakemake_rules
+from maskforge_workflow.expand import final_targets
+from maskforge_workflow.rules import snakemake_rules
 from maskforge_workflow.handover import guard_snakemake, record_for_dvc
 
 validate(config, str(SCHEMA_PATH))

@@ -1,0 +1,225 @@
+"""The stage table: the one description of the DAG that both engines follow.
+
+Each Stage names its module (stages/<name>.py), the exact params keys it reads, and its named
+inputs and outputs (each becomes a `--name PATH` argument), as path templates under the output
+folders below. `expand.jobs(config)` expands it for a config, `rules.snakemake_rules` gives the
+Snakefile its rules and `dvc_yaml.render_dvc_yaml` writes dvc.yaml; no path is written anywhere
+else, and a test checks that both engines plan the same jobs. Adding a stage touches this table,
+its stage module and its core code only.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+PREPARED = "data/prepared"
+MANIFEST = f"{PREPARED}/manifest.json"
+STORES = "data/stores"
+MODELS = "data/models"
+METRICS = "metrics"
+PREDICTIONS = "data/predictions"
+REPORTS = "reports"
+LOGS = "logs"
+BENCHMARKS = "benchmarks/runs"
+ALL_CORES = "all"                         # Stage.threads: every core Snakemake was given
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str                            # Snakemake rule name; DVC stage name before wildcards
+    params: tuple[str, ...]              # dotted params keys the stage reads, and only those
+    deps: Mapping[str, str]              # --name → path template ({round}, {prev}, {last}, {store}, {source})
+    outs: Mapping[str, str]
+    wildcard: str | None = None          # "round", "store" or "source"
+    sources: tuple[str, ...] = ()        # the values of {source}: stores the stage refines
+    later_round_deps: Mapping[str, str] = field(default_factory=dict)  # only for round > 0
+    metrics: tuple[str, ...] = ()        # outs that are DVC metrics (not cached)
+    plots: tuple[str, ...] = ()          # outs that are DVC plots (not cached)
+    store_kind: str | None = None        # kind of the store in outs["store"], if any
+    collects: Mapping[str, str] = field(default_factory=dict)  # --name → "stores"|"metrics": every such output of the DAG
+    parts: str | None = None             # params key: the number of jobs that write parts of outs["store"]
+    gpu: int = 0                         # GPUs a job uses (Snakemake: resources gpu=N; checked by a test)
+    threads: str | None = None           # Snakemake threads: ALL_CORES or a params key (None: one)
+    shown: Mapping[str, str] = field(default_factory=dict)  # out → caption (workflow/report/) in `snakemake --report`
+
+    def is_folder(self, out: str) -> bool:
+        """Outputs without a file suffix are folders (stores, prepared data, PNG folders)."""
+        return not Path(self.outs[out]).suffix
+
+    @property
+    def module(self) -> str:
+        return f"stages.{self.name}"
+
+    @property
+    def dvc_name(self) -> str:
+        templates = {"round": f"{self.name}_r{{round}}", "store": "evaluate_{store}", "source": f"{self.name}_{{source}}"}
+        return templates.get(self.wildcard, self.name)
+
+
+STAGES: dict[str, Stage] = {s.name: s for s in [
+    Stage(
+        name="prepare",
+        params=("dataset",),
+        deps={},
+        outs={"prepared": PREPARED},
+    ),
+    Stage(
+        name="train_cam",
+        wildcard="round",
+        params=("cam.backbone", "cam.weights", "cam.output_stride", "cam.train"),
+        deps={"prepared": PREPARED},
+        later_round_deps={"regions": f"{STORES}/regions_r{{prev}}"},
+        outs={"ckpt": f"{MODELS}/cam_r{{round}}.pt", "curve": f"{METRICS}/train_cam_r{{round}}.csv"},
+        plots=("curve",),
+        gpu=1,
+        threads=ALL_CORES,
+    ),
+    Stage(
+        name="make_cam",
+        wildcard="round",
+        params=("cam.infer",),
+        deps={"prepared": PREPARED, "ckpt": f"{MODELS}/cam_r{{round}}.pt"},
+        later_round_deps={"regions": f"{STORES}/regions_r{{prev}}"},
+        outs={"store": f"{STORES}/cam_r{{round}}"},
+        store_kind="cam",
+        parts="cam.infer.shards",
+        gpu=1,
+        threads=ALL_CORES,
+    ),
+    Stage(
+        name="erase",
+        wildcard="round",
+        params=("ae.erase_threshold",),
+        deps={"cams": f"{STORES}/cam_r{{round}}"},
+        later_round_deps={"regions": f"{STORES}/regions_r{{prev}}"},
+        outs={"store": f"{STORES}/regions_r{{round}}"},
+        store_kind="region",
+    ),
+    Stage(
+        name="seeds",
+        params=("cam.bg_threshold",),
+        deps={"cams": f"{STORES}/cam_r0"},
+        outs={"store": f"{STORES}/seeds"},
+        store_kind="mask",
+    ),
+    Stage(
+        name="saliency",
+        params=("saliency",),
+        deps={"prepared": PREPARED},
+        outs={"store": f"{STORES}/saliency"},
+        store_kind="saliency",
+    ),
+    Stage(
+        name="assemble_ae",
+        params=("assemble",),
+        deps={"regions": f"{STORES}/regions_r{{last}}", "saliency": f"{STORES}/saliency"},
+        outs={"store": f"{STORES}/assemble_ae", "ignored": f"{METRICS}/assemble_ae_ignored.json"},
+        metrics=("ignored",),
+        store_kind="mask",
+    ),
+    Stage(
+        name="crf",
+        wildcard="source",
+        sources=("seeds", "assemble_ae"),
+        params=("crf",),
+        deps={"prepared": PREPARED, "masks": f"{STORES}/{{source}}"},
+        outs={"store": f"{STORES}/{{source}}_crf"},
+        store_kind="mask",
+        threads="crf.workers",
+    ),
+    Stage(
+        name="ir_labels",
+        params=("irn.fg_threshold", "irn.bg_threshold", "crf"),
+        deps={"prepared": PREPARED, "cams": f"{STORES}/cam_r0"},
+        outs={"store": f"{STORES}/ir_labels"},
+        store_kind="mask",
+        threads="crf.workers",
+    ),
+    Stage(
+        name="train_irn",
+        params=("cam.backbone", "cam.weights", "irn.train"),
+        deps={"prepared": PREPARED, "labels": f"{STORES}/ir_labels"},
+        outs={"ckpt": f"{MODELS}/irn.pt", "curve": f"{METRICS}/train_irn.csv"},
+        plots=("curve",),
+        gpu=1,
+        threads=ALL_CORES,
+    ),
+    Stage(
+        name="refine_irn",
+        params=("irn.infer",),
+        deps={"prepared": PREPARED, "ckpt": f"{MODELS}/irn.pt", "cams": f"{STORES}/cam_r0"},
+        outs={"store": f"{STORES}/irn"},
+        store_kind="mask",
+        gpu=1,
+        threads=ALL_CORES,
+    ),
+    Stage(
+        name="ground_truth",
+        params=(),
+        deps={"prepared": PREPARED},
+        outs={"store": f"{STORES}/gt"},
+        store_kind="mask",
+    ),
+    Stage(
+        name="train_seg",
+        params=("seg.labels", "seg.backbone", "seg.weights", "seg.output_stride", "seg.psl", "seg.train"),
+        deps={"prepared": PREPARED, "labels": f"{STORES}/{{labels}}"},
+        outs={"ckpt": f"{MODELS}/seg.pt", "curve": f"{METRICS}/train_seg.csv"},
+        plots=("curve",),
+        gpu=1,
+        threads=ALL_CORES,
+    ),
+    Stage(
+        name="predict",
+        params=("seg.infer", "crf"),
+        deps={"prepared": PREPARED, "ckpt": f"{MODELS}/seg.pt"},
+        outs={"store": f"{STORES}/predict", "pngs": PREDICTIONS},
+        store_kind="mask",
+        gpu=1,
+        threads=ALL_CORES,
+    ),
+    Stage(
+        name="report",
+        params=("report",),
+        deps={"prepared": PREPARED},
+        collects={"stores": "stores", "metrics": "metrics"},
+        outs={"html": f"{REPORTS}/index.html"},
+        shown={"html": "gallery.rst"},
+    ),
+    Stage(
+        name="evaluate",
+        wildcard="store",
+        params=(),
+        deps={"prepared": PREPARED, "store": f"{STORES}/{{store}}"},
+        outs={"metrics": f"{METRICS}/{{store}}.json"},
+        metrics=("metrics",),
+    ),
+    Stage(
+        name="evaluate_cam",
+        wildcard="store",
+        params=("evaluate.thresholds",),
+        deps={"prepared": PREPARED, "store": f"{STORES}/{{store}}"},
+        outs={"metrics": f"{METRICS}/{{store}}.json", "sweep": f"{METRICS}/{{store}}_sweep.csv"},
+        metrics=("metrics",),
+        plots=("sweep",),
+    ),
+    Stage(
+        name="evaluate_saliency",
+        wildcard="store",
+        params=("assemble.bg_saliency",),
+        deps={"prepared": PREPARED, "store": f"{STORES}/{{store}}"},
+        outs={"metrics": f"{METRICS}/{{store}}.json"},
+        metrics=("metrics",),
+    ),
+]}
+
+EVALUATOR_OF_KIND = {"cam": "evaluate_cam", "saliency": "evaluate_saliency", "mask": "evaluate", "region": "evaluate"}
+
+
+def stage_of_module(module_name: str) -> Stage:
+    """The table entry for `stages.<name>` (used by the stage modules themselves)."""
+    name = re.sub(r"^stages\.", "", module_name)
+    return STAGES[name]
