@@ -27,7 +27,8 @@ from maskforge.data.manifest import Manifest
 from maskforge.models.backbones import create_backbone
 from maskforge.models.deeplab import DeepLab
 from maskforge.segmentation import labels_from_probs, predict_probs
-from maskforge.store import StoreWriter, export_pngs, input_digest, open_store
+from maskforge.store import StoreWriter, input_digest, open_store
+from maskforge.store_png import export_pngs
 from maskforge.training import pick_device
 from stages._stage import parse_stage_args, run_stage
 

@@ -10,7 +10,8 @@ from PIL import Image
 
 from maskforge.cli import main
 from maskforge.data.manifest import ImageRecord, Manifest
-from maskforge.store import StoreWriter, input_digest, open_store, voc_palette
+from maskforge.store import StoreWriter, input_digest, open_store
+from maskforge.store_png import voc_palette
 
 CLASSES = ["background", "cat", "dog"]
 

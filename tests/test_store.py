@@ -16,8 +16,8 @@ import pytest
 
 import maskforge
 from maskforge.files import part_name
-from maskforge.store import (ABSENT, SCHEMA_VERSION, StoreError, StoreWriter, diff_stores, input_digest,
-                             open_store, params_sha256)
+from maskforge.store import SCHEMA_VERSION, StoreError, StoreWriter, input_digest, open_store, params_sha256
+from maskforge.store_diff import ABSENT, diff_stores
 
 CLASSES = ["background", "cat", "dog", "bird"]
 PARAMS = {"crf": {"iters": 10, "sxy": 3}, "seed": 0}

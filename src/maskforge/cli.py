@@ -24,8 +24,9 @@ from maskforge.config import ConfigError
 from maskforge.data.manifest import DatasetError, Manifest
 from maskforge.files import PART, atomic_write_text
 from maskforge.leaderboard import run_labels
-from maskforge.store import (META, StoreError, StoreWriter, diff_stores, export_pngs, flatten, input_digest,
-                             open_store, read_png)
+from maskforge.store import META, StoreError, StoreWriter, input_digest, open_store
+from maskforge.store_diff import diff_stores, flatten
+from maskforge.store_png import export_pngs, read_png
 
 EXIT_USER_ERROR = 2
 COMMAND_GROUP = "maskforge.commands"   # entry points: functions(subparsers) adding command groups

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from maskforge.data.manifest import DatasetError
-from maskforge.store import read_png
+from maskforge.store_png import read_png
 
 SOURCES = ("spectral_residual", "fine_grained", "folder")
 _OPENCV = {"spectral_residual": cv2.saliency.StaticSaliencySpectralResidual_create,
@@ -72,7 +72,7 @@ def postprocess_saliency(saliency: np.ndarray, blur_sigma: float) -> np.ndarray:
 
 def folder_saliency(path: Path, height: int, width: int) -> np.ndarray:
     """A precomputed saliency map: grayscale PNG 0–255 of any size (colour PNGs are converted to
-    gray), resized bilinearly to height×width, float32 in [0, 1] (via `store.read_png`)."""
+    gray), resized bilinearly to height×width, float32 in [0, 1] (via `store_png.read_png`)."""
     path = Path(path)
     if not path.is_file():
         raise SaliencyError(f"{path}: no saliency map — put a grayscale PNG named after the image id there,"

@@ -1,4 +1,6 @@
-"""HDF5 mask store: one directory per pseudo-label version (DESIGN.md §3).
+"""The store format: one directory per pseudo-label version (DESIGN.md §3), written by
+StoreWriter and read by MaskStore (`open_store`). Differences between stores are in store_diff,
+PNG export/import in store_png.
 
 `<store>/meta.json` holds the provenance; `shard-00000.h5`, … hold one dataset `/<id>` per image.
 Identical content gives byte-identical files (no wall-clock times; h5py pinned). A store is
@@ -17,19 +19,16 @@ import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import cv2
 import h5py
 import numpy as np
-from PIL import Image
 
 from maskforge import __version__
 from maskforge.files import PART, part_name
-from maskforge.metrics import IGNORE, iou_from_confusion
+from maskforge.metrics import IGNORE
 
 SCHEMA_VERSION = 1
 KINDS = ("cam", "mask", "saliency", "region")
 META = "meta.json"
-ABSENT = "(absent)"  # shown in parameter diffs for a key one side lacks
 _PER_CLASS = ("cam", "region")  # kinds whose images are K×H×W with a `classes` attribute
 _TMP_NAME = re.compile(r"\.tmp-\d+$")
 _RERUN = "re-run the stage that wrote it"
@@ -323,146 +322,3 @@ def _merged_parts(path: Path, parts: list[str], kind: str | None) -> dict:
             merged["ids"][image_id] = f"{name}/{shard}"
         merged["shards"].update({f"{name}/{shard}": size for shard, size in meta["shards"].items()})
     return merged
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """Nested dicts (params) as {"a.b.c": leaf}, in insertion order."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        flat.update(flatten(value, f"{name}.") if isinstance(value, dict) and value else {name: value})
-    return flat
-
-
-def _differences(a: dict, b: dict) -> list[tuple[str, str, str]]:
-    """(dotted key, value in a, value in b) for every differing key, values as JSON."""
-    fa, fb = flatten(a), flatten(b)
-
-    def show(flat: dict, key: str) -> str:
-        return json.dumps(flat[key], sort_keys=True) if key in flat else ABSENT
-
-    return [(k, show(fa, k), show(fb, k)) for k in sorted(fa.keys() | fb.keys())
-            if k not in fa or k not in fb or fa[k] != fb[k]]
-
-
-def _pair(a: MaskStore, b: MaskStore, image_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """One image from both stores, which must have the same shape."""
-    da, db = a[image_id], b[image_id]
-    if da.shape != db.shape:
-        raise StoreError(f"{b.path}: image {image_id!r} is {db.shape}, {da.shape} in {a.path} — diff stores of one dataset")
-    return da, db
-
-
-def _joint_histogram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """256×256 counts of (value in a, value in b) over the pixels of two uint8 masks."""
-    return np.bincount(a.astype(np.int64).ravel() * 256 + b.ravel(), minlength=256 * 256).reshape(256, 256)
-
-
-def _agreement(hist: np.ndarray) -> float:
-    """Equal labels / pixels labelled in either mask; 1.0 when neither labels anything."""
-    labelled = hist.sum() - hist[IGNORE, IGNORE]
-    return float(np.trace(hist) - hist[IGNORE, IGNORE]) / labelled if labelled else 1.0
-
-
-def _mask_diff(a: MaskStore, b: MaskStore, common: list[str]) -> dict:
-    total = np.zeros((256, 256), np.int64)
-    per_image = []
-    for image_id in common:
-        hist = _joint_histogram(*_pair(a, b, image_id))
-        total += hist
-        per_image.append((image_id, _agreement(hist)))
-    changed = total[IGNORE].sum() + total[:, IGNORE].sum() - 2 * total[IGNORE, IGNORE]
-    return {"per_class_metric": "IoU A vs B",
-            "per_class": dict(zip(a.classes, iou_from_confusion(total)[: len(a.classes)].tolist())),
-            "agreement": _agreement(total) if common else float("nan"),
-            "ignore_changed": float(changed / total.sum()) if total.sum() else float("nan"),
-            "most_changed_metric": "agreement",
-            "most_changed": sorted(per_image, key=lambda item: item[1])}
-
-
-def _channels(data: np.ndarray, labels: np.ndarray | None) -> dict[int, np.ndarray]:
-    """Class index → H×W float map of a cam/region/saliency image (saliency under index -1)."""
-    data = data.astype(np.float32)
-    return {-1: data} if labels is None else dict(zip(labels.tolist(), data))
-
-
-def _map_diff(a: MaskStore, b: MaskStore, common: list[str]) -> dict:
-    sums: dict[int, float] = {}
-    counts: dict[int, int] = {}
-    per_image = []
-    for image_id in common:
-        da, db = _pair(a, b, image_id)
-        ca, cb = _channels(da, a.label_classes(image_id)), _channels(db, b.label_classes(image_id))
-        deltas = {c: np.abs(ca[c] - cb[c]) for c in ca.keys() & cb.keys()}
-        for c, delta in deltas.items():
-            sums[c] = sums.get(c, 0.0) + float(delta.sum())
-            counts[c] = counts.get(c, 0) + delta.size
-        if deltas:
-            per_image.append((image_id, float(np.mean([d.mean() for d in deltas.values()]))))
-    names = {-1: a.kind, **dict(enumerate(a.classes))}
-    return {"per_class_metric": "mean |Δ|",
-            "per_class": {names[c]: sums[c] / counts[c] if counts[c] else float("nan") for c in sorted(sums)},
-            "most_changed_metric": "mean |Δ|",
-            "most_changed": sorted(per_image, key=lambda item: -item[1])}
-
-
-def diff_stores(a: MaskStore, b: MaskStore, top: int = 10) -> dict:
-    """Compare two versions of a store: ids, provenance differences and per-class change.
-
-    Masks: per-class IoU of A vs B, pixel agreement (over pixels labelled in either) and the
-    fraction of pixels whose ignore status changed; other kinds: per-class mean |Δ|. `most_changed`
-    lists the `top` images that changed most."""
-    if a.kind != b.kind:
-        raise StoreError(f"{b.path}: a {b.kind} store, {a.path} is a {a.kind} store — diff two stores of one kind")
-    if a.classes != b.classes:
-        raise StoreError(f"{b.path}: class list differs from {a.path}'s — diff stores of one dataset")
-    common = [i for i in a.ids if i in b]
-    result = (_mask_diff if a.kind == "mask" else _map_diff)(a, b, common)
-    result["most_changed"] = result["most_changed"][:top]
-    provenance = [{key: m[key] for key in ("stage", "code_version")} for m in (a.meta, b.meta)]
-    return {"kind": a.kind, "common": len(common),
-            "only_a": [i for i in a.ids if i not in b], "only_b": [i for i in b.ids if i not in a],
-            "provenance": _differences(*provenance),
-            "params": _differences(a.params, b.params),
-            "inputs": _differences(a.meta["inputs"], b.meta["inputs"]), **result}
-
-
-def voc_palette() -> np.ndarray:
-    """The standard PASCAL VOC colour map, 256×3 uint8 (255 → void colour (224, 224, 192))."""
-    palette = np.zeros((256, 3), np.uint8)
-    for index in range(256):
-        c, colour = index, [0, 0, 0]
-        for shift in range(7, -1, -1):
-            for channel in range(3):
-                colour[channel] |= ((c >> channel) & 1) << shift
-            c >>= 3
-        palette[index] = colour
-    return palette
-
-
-def export_pngs(store: MaskStore, out_dir: str | os.PathLike) -> int:
-    """Write each mask of a mask store as `<out_dir>/<id>.png` with the VOC palette; returns the count."""
-    if store.kind != "mask":
-        raise StoreError(f"{store.path}: export writes mask stores only, this is a {store.kind} store — export a mask store")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    palette = voc_palette().ravel().tolist()
-    for image_id in store:
-        png = Image.fromarray(store[image_id])
-        png.putpalette(palette)  # L → P: the mask values become palette indices
-        tmp = out / f".{image_id}.png.tmp"
-        png.save(tmp, format="PNG")
-        os.replace(tmp, out / f"{image_id}.png")
-    return len(store)
-
-
-def read_png(path: Path, kind: str, height: int, width: int) -> np.ndarray:
-    """An external PNG as a store image of `kind` at height×width: saliency = grayscale 0–255
-    resized bilinearly to a float32 map in [0, 1]; mask = index PNG resized nearest, uint8."""
-    with Image.open(path) as png:
-        if kind == "mask" and png.mode not in ("P", "L"):
-            raise StoreError(f"{path}: a {png.mode} PNG — masks must be index PNGs (mode P or L)")
-        data = np.array(png if kind == "mask" else png.convert("L"))
-    if data.shape != (height, width):
-        data = cv2.resize(data, (width, height), interpolation=cv2.INTER_NEAREST if kind == "mask" else cv2.INTER_LINEAR)
-    return data if kind == "mask" else data.astype(np.float32) / 255

@@ -18,7 +18,8 @@ from PIL import Image
 from maskforge.data.manifest import Manifest
 from maskforge.evaluation import regions_to_mask
 from maskforge.leaderboard import Entry, leaderboard
-from maskforge.store import MaskStore, voc_palette
+from maskforge.store import MaskStore
+from maskforge.store_png import voc_palette
 
 THUMBNAIL = 160   # longer side of a gallery picture, pixels
 _STYLE = ("body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}"
