@@ -14,10 +14,10 @@ from maskforge.assemble import contested_pixels, object_labels
 from maskforge.cam import cam_argmax
 from maskforge.data.manifest import Manifest
 from maskforge.metrics import IGNORE, ConfusionMatrix, ForegroundRecallPrecision
-from maskforge.store import MaskStore
+from maskforge.store import StoreReader
 
 
-def _scored_ids(store: MaskStore, manifest: Manifest) -> list[str]:
+def _scored_ids(store: StoreReader, manifest: Manifest) -> list[str]:
     return [i for i in store.ids if i in manifest.images and manifest.images[i].mask is not None]
 
 
@@ -30,7 +30,7 @@ def split_of(ids: Sequence[str], manifest: Manifest) -> str:
     return "mixed"
 
 
-def _summary(store: MaskStore, matrix: ConfusionMatrix, classes: list[str], ids: list[str],
+def _summary(store: StoreReader, matrix: ConfusionMatrix, classes: list[str], ids: list[str],
              manifest: Manifest) -> dict[str, Any]:
     n_images = len(ids)
     scores = matrix.as_dict(classes)
@@ -48,7 +48,7 @@ def _summary(store: MaskStore, matrix: ConfusionMatrix, classes: list[str], ids:
     }
 
 
-def evaluate_masks(store: MaskStore, manifest: Manifest) -> dict[str, Any]:
+def evaluate_masks(store: StoreReader, manifest: Manifest) -> dict[str, Any]:
     """mIoU, per-class IoU, precision/recall and labelled fraction of a mask store."""
     ids = _scored_ids(store, manifest)
     matrix = ConfusionMatrix(len(manifest.classes))
@@ -57,7 +57,7 @@ def evaluate_masks(store: MaskStore, manifest: Manifest) -> dict[str, Any]:
     return _summary(store, matrix, manifest.classes, ids, manifest)
 
 
-def sweep_cam_thresholds(store: MaskStore, manifest: Manifest,
+def sweep_cam_thresholds(store: StoreReader, manifest: Manifest,
                          thresholds: Sequence[float]) -> list[tuple[float, ConfusionMatrix]]:
     """Seeds at every background threshold τ from one pass over the cached CAMs (no inference)."""
     matrices = [(t, ConfusionMatrix(len(manifest.classes))) for t in thresholds]
@@ -69,7 +69,7 @@ def sweep_cam_thresholds(store: MaskStore, manifest: Manifest,
     return matrices
 
 
-def evaluate_cams(store: MaskStore, manifest: Manifest, thresholds: Sequence[float]) -> tuple[dict[str, Any], list[dict]]:
+def evaluate_cams(store: StoreReader, manifest: Manifest, thresholds: Sequence[float]) -> tuple[dict[str, Any], list[dict]]:
     """Score a CAM store at the best swept τ; also return the sweep rows (threshold, miou)."""
     matrices = sweep_cam_thresholds(store, manifest, thresholds)
     rows = [{"threshold": t, "miou": m.miou()} for t, m in matrices]
@@ -84,7 +84,7 @@ def regions_to_mask(regions: np.ndarray, classes: Sequence[int]) -> np.ndarray:
     return np.where(contested_pixels(regions), IGNORE, object_labels(regions, classes)).astype(np.uint8)
 
 
-def evaluate_regions(store: MaskStore, manifest: Manifest) -> dict[str, Any]:
+def evaluate_regions(store: StoreReader, manifest: Manifest) -> dict[str, Any]:
     """Mined object regions F: class-aware foreground recall/precision (region of c vs GT c),
     plus the mIoU of the regions read as a mask (unclaimed → background, contested → ignore)."""
     ids = _scored_ids(store, manifest)
@@ -110,7 +110,7 @@ def _percent_or_none(fraction: float) -> float | None:
     return None if np.isnan(fraction) else 100 * fraction
 
 
-def evaluate_saliency(store: MaskStore, manifest: Manifest, threshold: float) -> dict[str, Any]:
+def evaluate_saliency(store: StoreReader, manifest: Manifest, threshold: float) -> dict[str, Any]:
     """A saliency store as a foreground/background mask (foreground = saliency >= threshold):
     background/foreground IoU, their mean, and how much GT background falls below the threshold."""
     ids = _scored_ids(store, manifest)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from maskforge.store import MaskStore, input_digest
+from maskforge.store import StoreReader, input_digest
 
 DEFAULT_VARIANT = "default"
 
@@ -37,7 +37,7 @@ class Entry:
     ratio: float | None       # miou / the source's miou
 
 
-def leaderboard(stores: Mapping[str, MaskStore], summaries: Mapping[str, Mapping[str, Any]]) -> list[Entry]:
+def leaderboard(stores: Mapping[str, StoreReader], summaries: Mapping[str, Mapping[str, Any]]) -> list[Entry]:
     """One entry per labelled store with a score (`summaries[label]["miou"]`), best first."""
     scored = {label: store for label, store in stores.items() if "miou" in summaries.get(label, {})}
     label_of_digest = {input_digest(store.path): label for label, store in scored.items()}

@@ -1,5 +1,5 @@
 """The store format: one directory per pseudo-label version (DESIGN.md §3), written by
-StoreWriter and read by MaskStore (`open_store`). Differences between stores are in store_diff,
+StoreWriter and read by StoreReader (`open_store`). Differences between stores are in store_diff,
 PNG export/import in store_png.
 
 `<store>/meta.json` holds the provenance; `shard-00000.h5`, … hold one dataset `/<id>` per image.
@@ -202,7 +202,7 @@ class StoreWriter:
         shutil.rmtree(old, ignore_errors=True)
 
 
-class MaskStore:
+class StoreReader:
     """A store opened for reading; images are read by id, shards opened on first use."""
 
     def __init__(self, path: Path, meta: dict) -> None:
@@ -254,14 +254,14 @@ class MaskStore:
             f.close()
         self._files.clear()
 
-    def __enter__(self) -> MaskStore:
+    def __enter__(self) -> StoreReader:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-def open_store(path: str | os.PathLike, kind: str | None = None) -> MaskStore:
+def open_store(path: str | os.PathLike, kind: str | None = None) -> StoreReader:
     """Open a store for reading, checking schema version, kind and shard sizes.
 
     A store written by several jobs is a folder of parts `part-<i>-of-<n>/`, each a store of
@@ -273,10 +273,10 @@ def open_store(path: str | os.PathLike, kind: str | None = None) -> MaskStore:
     if parts:
         if (path / META).exists():
             raise StoreError(f"{path}: both a whole store and parts ({parts[0]}, …) — delete the stale one and re-run")
-        return MaskStore(path, _merged_parts(path, parts, kind))
+        return StoreReader(path, _merged_parts(path, parts, kind))
     if not (path / META).is_file():
         raise StoreError(f"{path}: not a mask store (no {META}) — pass a store directory written by maskforge")
-    return MaskStore(path, _read_meta(path, kind))
+    return StoreReader(path, _read_meta(path, kind))
 
 
 def _read_meta(path: Path, kind: str | None) -> dict:

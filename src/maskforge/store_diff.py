@@ -9,7 +9,7 @@ import json
 import numpy as np
 
 from maskforge.metrics import IGNORE, iou_from_confusion
-from maskforge.store import MaskStore, StoreError
+from maskforge.store import StoreReader, StoreError
 
 ABSENT = "(absent)"  # shown in parameter diffs for a key one side lacks
 
@@ -34,7 +34,7 @@ def _differences(a: dict, b: dict) -> list[tuple[str, str, str]]:
             if k not in fa or k not in fb or fa[k] != fb[k]]
 
 
-def _pair(a: MaskStore, b: MaskStore, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+def _pair(a: StoreReader, b: StoreReader, image_id: str) -> tuple[np.ndarray, np.ndarray]:
     """One image from both stores, which must have the same shape."""
     da, db = a[image_id], b[image_id]
     if da.shape != db.shape:
@@ -53,7 +53,7 @@ def _agreement(hist: np.ndarray) -> float:
     return float(np.trace(hist) - hist[IGNORE, IGNORE]) / labelled if labelled else 1.0
 
 
-def _mask_diff(a: MaskStore, b: MaskStore, common: list[str]) -> dict:
+def _mask_diff(a: StoreReader, b: StoreReader, common: list[str]) -> dict:
     total = np.zeros((256, 256), np.int64)
     per_image = []
     for image_id in common:
@@ -75,7 +75,7 @@ def _channels(data: np.ndarray, labels: np.ndarray | None) -> dict[int, np.ndarr
     return {-1: data} if labels is None else dict(zip(labels.tolist(), data))
 
 
-def _map_diff(a: MaskStore, b: MaskStore, common: list[str]) -> dict:
+def _map_diff(a: StoreReader, b: StoreReader, common: list[str]) -> dict:
     sums: dict[int, float] = {}
     counts: dict[int, int] = {}
     per_image = []
@@ -95,7 +95,7 @@ def _map_diff(a: MaskStore, b: MaskStore, common: list[str]) -> dict:
             "most_changed": sorted(per_image, key=lambda item: -item[1])}
 
 
-def diff_stores(a: MaskStore, b: MaskStore, top: int = 10) -> dict:
+def diff_stores(a: StoreReader, b: StoreReader, top: int = 10) -> dict:
     """Compare two versions of a store: ids, provenance differences and per-class change.
 
     Masks: per-class IoU of A vs B, pixel agreement (over pixels labelled in either) and the

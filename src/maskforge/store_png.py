@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from maskforge.store import MaskStore, StoreError
+from maskforge.store import StoreReader, StoreError
 
 
 def voc_palette() -> np.ndarray:
@@ -26,7 +26,7 @@ def voc_palette() -> np.ndarray:
     return palette
 
 
-def export_pngs(store: MaskStore, out_dir: str | os.PathLike) -> int:
+def export_pngs(store: StoreReader, out_dir: str | os.PathLike) -> int:
     """Write each mask of a mask store as `<out_dir>/<id>.png` with the VOC palette; returns the count."""
     if store.kind != "mask":
         raise StoreError(f"{store.path}: export writes mask stores only, this is a {store.kind} store — export a mask store")

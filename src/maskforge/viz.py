@@ -18,7 +18,7 @@ from PIL import Image
 from maskforge.data.manifest import Manifest
 from maskforge.evaluation import regions_to_mask
 from maskforge.leaderboard import Entry, leaderboard
-from maskforge.store import MaskStore
+from maskforge.store import StoreReader
 from maskforge.store_png import voc_palette
 
 THUMBNAIL = 160   # longer side of a gallery picture, pixels
@@ -39,7 +39,7 @@ def heatmap(values: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
     return jet if image is None else (0.5 * jet + 0.5 * image).astype(np.uint8)
 
 
-def render_store_image(store: MaskStore, image_id: str, image: np.ndarray) -> np.ndarray:
+def render_store_image(store: StoreReader, image_id: str, image: np.ndarray) -> np.ndarray:
     """One store entry as an RGB picture: masks and regions in palette colours, CAMs (max over the
     labelled classes) and saliency as heat maps over the image."""
     data = store[image_id]
@@ -70,7 +70,7 @@ def _figure(picture: np.ndarray, caption: str, size: int) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def gallery_html(manifest: Manifest, stores: Mapping[str, MaskStore], ids: Iterable[str], size: int = THUMBNAIL) -> str:
+def gallery_html(manifest: Manifest, stores: Mapping[str, StoreReader], ids: Iterable[str], size: int = THUMBNAIL) -> str:
     """One row per image: the image, its GT and each store's version side by side (captioned by label)."""
     rows = []
     for image_id in ids:
@@ -114,7 +114,7 @@ def page_html(title: str, sections: Sequence[tuple[str, str]]) -> str:
             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}</body></html>\n")
 
 
-def store_diff_html(diff: Mapping[str, Any], a: MaskStore, b: MaskStore, manifest: Manifest | None,
+def store_diff_html(diff: Mapping[str, Any], a: StoreReader, b: StoreReader, manifest: Manifest | None,
                     size: int = THUMBNAIL) -> str:
     """`maskforge store diff --html`: the diff's tables plus A, B (and image, GT) of the images
     that changed most."""
@@ -149,7 +149,7 @@ def leaderboard_html(entries: Sequence[Entry]) -> str:
                       [[e.variant, e.store, e.source or "", e.split, e.miou, e.ratio] for e in entries], left=4)
 
 
-def report_html(manifest: Manifest, stores: Mapping[str, MaskStore], summaries: Mapping[str, Mapping[str, Any]],
+def report_html(manifest: Manifest, stores: Mapping[str, StoreReader], summaries: Mapping[str, Mapping[str, Any]],
                 images: int, size: int = THUMBNAIL) -> str:
     """The pipeline report, stores and summaries keyed by the same labels (`run_labels`): the
     leaderboard of every variant's stores, the metrics table, then one gallery per split (train:
