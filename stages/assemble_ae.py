@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Sequence
 
 from maskforge.assemble import assemble_pseudo_mask, ignore_reasons
-from maskforge.reporting import write_json
+from maskforge.metric_files import write_json
 from maskforge.store import StoreWriter, input_digest, open_store
 from stages._stage import parse_stage_args, run_stage
 

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from maskforge.data.manifest import Manifest
 from maskforge.evaluation import evaluate_cams
-from maskforge.reporting import write_csv, write_json
+from maskforge.metric_files import write_csv, write_json
 from maskforge.store import open_store
 from stages._stage import parse_stage_args, run_stage
 

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from maskforge.data.manifest import Manifest
 from maskforge.evaluation import evaluate_saliency
-from maskforge.reporting import write_json
+from maskforge.metric_files import write_json
 from maskforge.store import open_store
 from stages._stage import parse_stage_args, run_stage
 

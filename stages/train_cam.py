@@ -21,7 +21,7 @@ from maskforge.erasing import round_image
 from maskforge.models.backbones import create_backbone
 from maskforge.models.cam import CAMNet
 from maskforge.store import input_digest, open_store
-from maskforge.reporting import write_csv
+from maskforge.metric_files import write_csv
 from maskforge.training import fit, pick_device
 from stages._stage import parse_stage_args, run_stage
 

@@ -25,7 +25,7 @@ from maskforge.data.manifest import Manifest
 from maskforge.irn import affinity_batches, boundary_loss
 from maskforge.models.backbones import create_backbone
 from maskforge.models.irn import BoundaryNet
-from maskforge.reporting import write_csv
+from maskforge.metric_files import write_csv
 from maskforge.store import input_digest, open_store
 from maskforge.training import fit, pick_device
 from stages._stage import parse_stage_args, run_stage

@@ -28,7 +28,7 @@ from maskforge.data.manifest import Manifest
 from maskforge.distributed import finish, init_distributed, relaunch_under_torchrun, unwrap, wrap_model
 from maskforge.models.backbones import create_backbone
 from maskforge.models.deeplab import DeepLab
-from maskforge.reporting import write_csv
+from maskforge.metric_files import write_csv
 from maskforge.segmentation import segmentation_loss, steps_per_epoch, training_batches, validation_miou
 from maskforge.store import StoreError, input_digest, open_store
 from maskforge.training import fit

@@ -143,7 +143,7 @@ def add_store_commands(commands: argparse._SubParsersAction) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from maskforge.evaluation import evaluate_cams
-    from maskforge.reporting import write_csv
+    from maskforge.metric_files import write_csv
 
     with open_store(args.store, kind="cam") as store:
         summary, rows = evaluate_cams(store, Manifest.read(args.manifest), args.thresholds)

@@ -28,7 +28,7 @@ def cmd_dvc_yaml(args: argparse.Namespace) -> None:
 
 def cmd_grid(args: argparse.Namespace) -> None:
     """Rerun one stage over a parameter grid on the cached upstream stores and rank the results."""
-    from maskforge.reporting import write_csv
+    from maskforge.metric_files import write_csv
     from maskforge_workflow.grid import parse_grid, run_grid
 
     rows = run_grid(load_config(args.params, args.configfile), args.stage, parse_grid(args.set), args.source)
