@@ -16,8 +16,8 @@ from typing import Any, Callable, Sequence
 from maskforge.checkpoint import CheckpointError
 from maskforge.config import ConfigError, load_config, select_keys, validate_selection, variant_config
 from maskforge.data.manifest import DatasetError
-from maskforge.files import PART
 from maskforge.store import StoreError
+from maskforge.store_parts import PART
 from maskforge_workflow.table import stage_of_module
 
 

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from maskforge.atomic import atomic_write_text
 from maskforge.data.manifest import Manifest
-from maskforge.files import atomic_write_text
 from maskforge.leaderboard import run_labels
 from maskforge.store import open_store
 from maskforge.viz import report_html

@@ -9,8 +9,8 @@ import yaml
 
 from maskforge.config import load_config
 from maskforge.data.manifest import Manifest
-from maskforge.files import PART
 from maskforge.metrics import ConfusionMatrix
+from maskforge.store_parts import PART
 from maskforge_workflow.expand import jobs
 from maskforge_workflow.table import METRICS, MODELS, STORES
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import maskforge
-from maskforge.files import part_name
 from maskforge.store import SCHEMA_VERSION, StoreError, StoreWriter, input_digest, open_store, params_sha256
 from maskforge.store_diff import ABSENT, diff_stores
+from maskforge.store_parts import part_name
 
 CLASSES = ["background", "cat", "dog", "bird"]
 PARAMS = {"crf": {"iters": 10, "sxy": 3}, "seed": 0}

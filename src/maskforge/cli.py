@@ -20,12 +20,13 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from maskforge.atomic import atomic_write_text
 from maskforge.config import ConfigError
 from maskforge.data.manifest import DatasetError, Manifest
-from maskforge.files import PART, atomic_write_text
 from maskforge.leaderboard import run_labels
 from maskforge.store import META, StoreError, StoreWriter, input_digest, open_store
 from maskforge.store_diff import diff_stores, flatten
+from maskforge.store_parts import PART
 from maskforge.store_png import export_pngs, read_png
 
 EXIT_USER_ERROR = 2

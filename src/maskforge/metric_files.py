@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from maskforge.files import atomic_write_text
+from maskforge.atomic import atomic_write_text
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:

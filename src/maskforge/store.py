@@ -23,8 +23,8 @@ import h5py
 import numpy as np
 
 from maskforge import __version__
-from maskforge.files import PART, part_name
 from maskforge.metrics import IGNORE
+from maskforge.store_parts import PART, part_name
 
 SCHEMA_VERSION = 1
 KINDS = ("cam", "mask", "saliency", "region")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from maskforge.atomic import atomic_write_text
 from maskforge.cli import table
 from maskforge.config import ConfigError, load_config
-from maskforge.files import atomic_write_text
 from maskforge_workflow.dvc_yaml import render_dvc_yaml
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
 from maskforge.config import ConfigError, canonical_json, get_key, select_keys, variant_config, variants
-from maskforge.files import PART, part_name
+from maskforge.store_parts import PART, part_name
 from maskforge_workflow.table import EVALUATOR_OF_KIND, STAGES, STORES, Stage
 
 VARIANT_SEPARATOR = "__"   # a variant's job and rule names: <variant>__<name>

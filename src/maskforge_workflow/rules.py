@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from maskforge.config import get_key, variant_config
-from maskforge.files import part_name
+from maskforge.store_parts import part_name
 from maskforge_workflow.codedeps import code_files
 from maskforge_workflow.expand import VARIANT_SEPARATOR, Job, jobs, params_json, variant_path
 from maskforge_workflow.table import ALL_CORES, BENCHMARKS, LOGS, STAGES, Stage

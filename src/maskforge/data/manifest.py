@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskforge.files import atomic_write_text
+from maskforge.atomic import atomic_write_text
 
 MANIFEST_VERSION = 1
 _KEYS = ("manifest_version", "root", "format", "label_source", "classes", "splits", "images", "stats")

@@ -1,18 +1,9 @@
-"""File conventions without heavy imports (the workflow engines import this at parse time):
-atomic text writes, and the names of the parts of a store written by several jobs."""
+"""Atomic file writes: the text is written under a temporary name and renamed into place."""
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-
-PART = re.compile(r"^part-(\d{5})-of-(\d{5})$")   # <store>/part-<i>-of-<n>/: one job's share of a store
-
-
-def part_name(index: int, count: int) -> str:
-    """The folder of part `index` of a store written by `count` jobs (e.g. sharded make_cam)."""
-    return f"part-{index:05d}-of-{count:05d}"
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
