@@ -34,7 +34,9 @@ def dvc_yaml(config: Mapping[str, Any]) -> dict[str, Any]:
             "cmd": command(job, "--params-file params.yaml"),
             "deps": code_files(stage) + job.dep_paths(),
         }
-        params = [*stage.params, *([f"compare.variants.{job.variant}"] if job.variant else [])]
+        overridden = variants(config).get(job.variant, {})       # a variant's values come from its own entry
+        params = [p for p in stage.params if not any(p == k or p.startswith(k + ".") for k in overridden)]
+        params += [f"compare.variants.{job.variant}"] if job.variant else []
         if params:
             entry["params"] = params
         entry["outs"] = [v for k, v in job.outs.items() if k not in stage.metrics + stage.plots]
