@@ -18,7 +18,7 @@ from maskforge.config import ConfigError, load_config, select_keys, validate_sel
 from maskforge.data.manifest import DatasetError
 from maskforge.files import PART
 from maskforge.store import StoreError
-from workflow.stages import stage_of_module
+from workflow.stages import params_keys, stage_of_module
 
 
 def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
@@ -55,14 +55,15 @@ def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | No
         except json.JSONDecodeError:
             raise ConfigError(f"{stage.name}: --params-json is not valid JSON") from None
         try:
-            exact = select_keys(params, stage.params) == params
+            exact = select_keys(params, params_keys(stage.params, params)) == params
         except ConfigError:
             exact = False
         if not exact:
             raise ConfigError(f"{stage.name}: --params-json must hold exactly the keys {list(stage.params)}")
         validate_selection(params, f"{stage.name} --params-json")
     else:
-        params = select_keys(load_config(args.params_file), stage.params)
+        config = load_config(args.params_file)
+        params = select_keys(config, params_keys(stage.params, config))
     for name in stage.outs:
         Path(getattr(args, name)).parent.mkdir(parents=True, exist_ok=True)   # DVC does not create them
     return args, params

@@ -82,7 +82,7 @@ def rules_of(config, names) -> dict[str, int]:
 
 
 def readers_of(key):
-    return lambda job: any(key == p or key.startswith(p + ".") for p in job.stage.params)
+    return lambda job: any(key == p or key.startswith(p + ".") for p in job.params)
 
 
 def write_overlay(path: Path, **changes) -> Path:

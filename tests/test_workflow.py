@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from maskforge.config import get_key, load_config, select_keys
-from workflow.stages import STAGES, Job, code_files, dvc_yaml, render_dvc_yaml
+from workflow.stages import STAGES, Job, code_files, dvc_yaml, params_json, params_keys, render_dvc_yaml
 
 
 def test_dvc_yaml_is_generated_from_the_table():
@@ -124,3 +124,15 @@ def test_snakemake_plans_on_msrc_with_the_same_graph():
     config = load_config("params.yaml", ["configs/msrc.yaml"])
     assert_same_graph(plan, resolve_dvc_templates(dvc_yaml(config), config))
     assert json.loads(plan["prepare"]["argv"][4])["dataset"]["root"] == "../shared/datasets/msrc"
+
+
+def test_a_stage_reads_only_the_selected_methods_section():
+    """METHOD_SECTION resolves to `cam.<method>` when that section exists, and to nothing otherwise,
+    so a knob of an unselected method is neither passed to nor declared for train_cam/make_cam."""
+    config = load_config()
+    config["cam"]["method"] = "cam"
+    config["cam"]["othermethod"] = {"knob": 1}          # a section of a method that is not selected
+    assert params_keys(STAGES["train_cam"].params, config)[:2] == ("cam.method", "cam.backbone")
+    config["cam"]["method"] = "othermethod"
+    assert "cam.othermethod" in params_keys(STAGES["make_cam"].params, config)
+    assert json.loads(params_json(STAGES["make_cam"], config))["cam"]["othermethod"] == {"knob": 1}

@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Mapping
 
-from maskforge.config import canonical_json, get_key, select_keys
+from maskforge.config import ConfigError, canonical_json, get_key, select_keys
 from maskforge.files import PART, part_name
 
 PREPARED = "data/prepared"
@@ -25,12 +25,16 @@ MANIFEST = f"{PREPARED}/manifest.json"
 STORES = "data/stores"
 MODELS = "data/models"
 METRICS = "metrics"
+# The knobs of the selected seed method: `cam.seam` when cam.method is seam; nothing for a method
+# without knobs (cam, gradcam). So a SEAM knob reruns nothing in a `method: cam` run.
+METHOD_SECTION = "cam.{cam.method}"
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str                            # Snakemake rule name; DVC stage name before wildcards
-    params: tuple[str, ...]              # dotted params keys the stage reads, and only those
+    params: tuple[str, ...]              # dotted params keys the stage reads, and only those; an entry
+                                         # with {key} names the section chosen by that key (params_keys)
     deps: Mapping[str, str]              # --name → path template ({round}, {prev}, {last}, {store}, {source})
     outs: Mapping[str, str]
     wildcard: str | None = None          # "round", "store" or "source"
@@ -63,7 +67,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage(
         name="train_cam",
         wildcard="round",
-        params=("cam.backbone", "cam.weights", "cam.output_stride", "cam.train"),
+        params=("cam.method", METHOD_SECTION, "cam.backbone", "cam.weights", "cam.output_stride", "cam.train"),
         deps={"prepared": PREPARED},
         later_round_deps={"regions": f"{STORES}/regions_r{{prev}}"},
         outs={"ckpt": f"{MODELS}/cam_r{{round}}.pt", "curve": f"{METRICS}/train_cam_r{{round}}.csv"},
@@ -73,7 +77,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage(
         name="make_cam",
         wildcard="round",
-        params=("cam.infer",),
+        params=("cam.method", METHOD_SECTION, "cam.infer"),
         deps={"prepared": PREPARED, "ckpt": f"{MODELS}/cam_r{{round}}.pt"},
         later_round_deps={"regions": f"{STORES}/regions_r{{prev}}"},
         outs={"store": f"{STORES}/cam_r{{round}}"},
@@ -210,6 +214,7 @@ class Job:
     wildcards: Mapping[str, str]
     deps: Mapping[str, str | tuple[str, ...]]      # a store written in parts is the tuple of its parts
     outs: Mapping[str, str]
+    params: tuple[str, ...] = ()                   # the stage's params keys resolved for the config
     collected: Mapping[str, tuple[str, ...]] = field(default_factory=dict)   # --name → several paths
 
     @property
@@ -270,12 +275,30 @@ def code_files(stage: Stage) -> list[str]:
     return sorted(files, key=lambda f: (not f.startswith("stages/"), f))
 
 
+def params_keys(keys: tuple[str, ...], config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The dotted keys a stage reads under `config`: each `{key}` in an entry is replaced by that
+    key's value (METHOD_SECTION → "cam.seam"); an entry naming a section the config lacks (a
+    method without knobs) is left out. The keys inside braces must be listed before the entry."""
+    resolved = []
+    for entry in keys:
+        if "{" not in entry:
+            resolved.append(entry)
+            continue
+        key = re.sub(r"\{([\w.]+)\}", lambda m: str(get_key(config, m.group(1))), entry)
+        try:
+            get_key(config, key)
+        except ConfigError:
+            continue
+        resolved.append(key)
+    return tuple(resolved)
+
+
 def params_json(stage: Stage, config: Mapping[str, Any]) -> str:
     """The stage's params as canonical JSON: one value, so any change or swap reruns it."""
-    return canonical_json(select_keys(config, stage.params))
+    return canonical_json(select_keys(config, params_keys(stage.params, config)))
 
 
-def _expand(stage: Stage, wildcards: dict[str, str], context: Mapping[str, str]) -> Job:
+def _expand(stage: Stage, wildcards: dict[str, str], context: Mapping[str, str], config: Mapping[str, Any]) -> Job:
     fill = {**wildcards, **context}
     templates = dict(stage.deps)
     if stage.wildcard == "round" and int(wildcards["round"]) > 0:
@@ -283,7 +306,7 @@ def _expand(stage: Stage, wildcards: dict[str, str], context: Mapping[str, str])
         templates.update(stage.later_round_deps)
     deps = {k: v.format(**fill) for k, v in templates.items()}
     outs = {k: v.format(**fill) for k, v in stage.outs.items()}
-    return Job(stage, wildcards, deps, outs)
+    return Job(stage, wildcards, deps, outs, params_keys(stage.params, config))
 
 
 # DVC reads seg.labels from params.yaml itself (`dvc exp run -S seg.labels=irn` works unchanged).
@@ -298,16 +321,16 @@ def jobs(config: Mapping[str, Any], training_labels: str | None = None) -> list[
     listed: list[Job] = []
     for stage in STAGES.values():
         if stage.wildcard is None:
-            listed.append(_expand(stage, {}, context))
+            listed.append(_expand(stage, {}, context, config))
         elif stage.wildcard == "round":
-            listed.extend(_expand(stage, {"round": str(r)}, context) for r in range(rounds))
+            listed.extend(_expand(stage, {"round": str(r)}, context, config) for r in range(rounds))
         elif stage.wildcard == "source":
-            listed.extend(_expand(stage, {"source": source}, context) for source in stage.sources)
+            listed.extend(_expand(stage, {"source": source}, context, config) for source in stage.sources)
     listed, parts_of = _split_into_parts(listed, config)
     stores = {_whole_store(job.outs["store"]): job.stage.store_kind for job in listed if job.stage.store_kind}
     for path, kind in stores.items():
         evaluator = STAGES[EVALUATOR_OF_KIND[kind]]
-        listed.append(_expand(evaluator, {"store": path.removeprefix(f"{STORES}/")}, context))
+        listed.append(_expand(evaluator, {"store": path.removeprefix(f"{STORES}/")}, context, config))
     listed = [replace(job, deps={k: parts_of.get(v, v) for k, v in job.deps.items()}) for job in listed]
     outputs = {"stores": tuple(p for path in stores for p in parts_of.get(path, (path,))),
                "metrics": tuple(job.outs[k] for job in listed for k in job.stage.metrics)}
@@ -382,8 +405,8 @@ def dvc_yaml(config: Mapping[str, Any]) -> dict[str, Any]:
             "cmd": command(job, "--params-file params.yaml"),
             "deps": code_files(stage) + job.dep_paths(),
         }
-        if stage.params:
-            entry["params"] = list(stage.params)
+        if job.params:
+            entry["params"] = list(job.params)
         entry["outs"] = [v for k, v in job.outs.items() if k not in stage.metrics + stage.plots]
         # Cached like every output: git ignores them, and `dvc metrics diff`/`dvc plots diff` read
         # another commit's versions through its dvc.lock from the DVC cache.
@@ -405,7 +428,7 @@ def stage_of_module(module_name: str) -> Stage:
 
 DVC_YAML_HEADER = (
     "# Generated from workflow/stages.py and params.yaml by `maskforge dvc-yaml`: do not edit by hand.\n"
-    "# Regenerate after changing the stage table, ae.rounds or cam.infer.shards; tests/test_workflow.py fails while it is stale.\n"
+    "# Regenerate after changing the stage table, ae.rounds, cam.infer.shards or cam.method; tests/test_workflow.py fails while it is stale.\n"
 )
 
 
