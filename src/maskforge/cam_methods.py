@@ -37,8 +37,11 @@ from torch import Tensor, nn
 
 from maskforge.cam import GradCAMView, multilabel_loss
 from maskforge.checkpoint import CheckpointError
+from maskforge.config import ConfigError
 from maskforge.models.backbones import Backbone, create_backbone
 from maskforge.models.cam import CAMNet
+from maskforge.models.esol import ESOLNet, expanded_classification_loss, expansion_step, shrinkage_loss
+from maskforge.models.spg import SPGNet, spg_loss
 from maskforge.training import Batch, fit
 
 Knobs = Mapping[str, Any]
@@ -94,12 +97,77 @@ def _camnet(backbone: Backbone, num_classes: int, knobs: Knobs, freeze_bn: bool)
     return CAMNet(backbone, num_classes, freeze_bn=freeze_bn)
 
 
+def _spg_thresholds(knobs: Knobs) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(δh, δl) of the two SPG guidance levels, checked: each needs δl < δh."""
+    levels = []
+    for key in ("head_thresholds", "fused_thresholds"):
+        high, low = knobs[key]
+        if not low < high:
+            raise ConfigError(f"cam.spg.{key}: [delta_h, delta_l] needs delta_l < delta_h, got {[high, low]}; "
+                              "e.g. [0.5, 0.05]")
+        levels.append((float(high), float(low)))
+    return levels[0], levels[1]
+
+
+def _spgnet(backbone: Backbone, num_classes: int, knobs: Knobs, freeze_bn: bool) -> SPGNet:
+    _spg_thresholds(knobs)
+    return SPGNet(backbone, num_classes, freeze_bn=freeze_bn)
+
+
+def _spg_loss(knobs: Knobs) -> LossFn:
+    """SPG's total loss (classification + the three guidance BCEs) on a batch of 0..255 images."""
+    thresholds = _spg_thresholds(knobs)
+
+    def loss(model: nn.Module, batch: Batch) -> Tensor:
+        images, targets = batch
+        return spg_loss(model, model.backbone.normalize(images), targets, thresholds)[0]
+    return loss
+
+
+def _esolnet(backbone: Backbone, num_classes: int, knobs: Knobs, freeze_bn: bool) -> ESOLNet:
+    return ESOLNet(backbone, num_classes, freeze_bn=freeze_bn, max_offset=knobs["max_offset"])
+
+
+def train_esol(model: ESOLNet, knobs: Knobs, run: TrainingRun) -> list[dict[str, Any]]:
+    """ESOL's three phases (maskforge.models.esol): plain CAM training (`run.epochs`), expansion
+    (`expansion_epochs`: per batch an `expansion_step` of the expansion sampler, then SGD of
+    backbone + classifier on the clipped, sampled features), shrinkage (`shrinkage_epochs`: SGD
+    of the shrinkage sampler alone on `shrinkage_loss`, BatchNorm frozen). Each phase resumes
+    from its own epoch checkpoint; the curve rows name their phase."""
+    clip = knobs["clip_ratio"]
+    rows = [{"phase": "base", **row} for row in run.fit(model, sgd(model, run), multilabel_loss)]
+    adversary = torch.optim.SGD(model.sampler_param_groups(model.expansion, run.lr), lr=run.lr)
+
+    def expansion_loss(model: ESOLNet, batch: Batch) -> Tensor:
+        images, targets = batch
+        x = model.backbone.normalize(images)
+        expansion_step(model, x, targets, adversary, clip)
+        return expanded_classification_loss(model, x, targets, clip)
+
+    rows += [{"phase": "expansion", **row} for row in run.fit(
+        model, sgd(model, run), expansion_loss, epochs=knobs["expansion_epochs"], resume_suffix="-expansion")]
+    for module in (model.backbone, model.classifier, model.expansion):
+        module.requires_grad_(False)
+    freeze_bn, model.freeze_bn = model.freeze_bn, True
+    optimizer = torch.optim.SGD(model.sampler_param_groups(model.shrinkage, run.lr), lr=run.lr, momentum=0.9)
+    area = knobs["area_weight"]
+    rows += [{"phase": "shrinkage", **row} for row in run.fit(
+        model, optimizer, lambda m, batch: shrinkage_loss(m, m.backbone.normalize(batch[0]), batch[1], area),
+        epochs=knobs["shrinkage_epochs"], resume_suffix="-shrinkage")]
+    model.freeze_bn = freeze_bn
+    return rows
+
+
 METHODS: dict[str, CamMethod] = {m.name: m for m in [
     # Zhou et al. CVPR 2016: GAP + 1×1 classifier, multi-label soft margin; maps = classifier at every position.
     CamMethod("cam", _camnet, train_with_loss(lambda knobs: multilabel_loss), lambda model, knobs: model),
     # Selvaraju et al. ICCV 2017: the same training; maps from the gradients of each class score.
     CamMethod("gradcam", _camnet, train_with_loss(lambda knobs: multilabel_loss),
               lambda model, knobs: GradCAMView(model)),
+    # Zhang et al. ECCV 2018: thresholded self-produced attention supervises guidance heads and the final map.
+    CamMethod("spg", _spgnet, train_with_loss(_spg_loss), lambda model, knobs: model),
+    # Li et al. NeurIPS 2022: expansion sampler (adversarial offsets), then shrinkage sampler; maps after shrinkage.
+    CamMethod("esol", _esolnet, train_esol, lambda model, knobs: model),
 ]}
 
 

@@ -107,8 +107,7 @@ class ESOLNet(CAMNet):
 
     def expanded_logits(self, x: Tensor, clip_ratio: float) -> Tensor:
         """Image logits B×K of the expansion stage: backbone → expansion sampler → clipping → GAP → classifier."""
-        sampled = clip_features(self.expansion(self.backbone(x)[-1]), clip_ratio)
-        return self.classifier(sampled.mean(dim=(2, 3), keepdim=True)).flatten(1)
+        return self.head(clip_features(self.expansion(self.backbone(x)[-1]), clip_ratio))
 
     def sampler_param_groups(self, sampler: DeformableSampler, lr: float) -> list[dict]:
         """One optimizer group: the offset branch of `sampler` at the classifier's 10× rate."""

@@ -98,13 +98,11 @@ class SPGNet(CAMNet):
         levels = self.backbone(x)
         class_maps = self.classifier(levels[-1])
         head_logits = [head(levels[i])[:, 0] for head, i in zip(self.heads, HEAD_LEVELS)]
-        return class_maps.mean(dim=(2, 3)), class_maps, head_logits
+        return self.head(levels[-1]), class_maps, head_logits
 
-    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        """CAMNet's groups, the fresh SPG-B heads at the classifier's 10× rate."""
-        groups = super().param_groups(lr, weight_decay)
-        groups[1]["params"] = groups[1]["params"] + list(self.heads.parameters())
-        return groups
+    def new_layers(self) -> list[nn.Module]:
+        """The classifier and the fresh SPG-B heads (all at the classifier's 10× rate)."""
+        return [self.classifier, self.heads]
 
 
 def spg_loss(model: SPGNet, images: Tensor, targets: Tensor, thresholds: tuple[tuple[float, float], tuple[float, float]]
