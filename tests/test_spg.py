@@ -58,10 +58,9 @@ def test_labelled_attention_uses_only_labelled_classes():
     maps[0, 0, 0, 0] = 4.0   # labelled: its max-normalised map is 1 here
     maps[0, 1, 1, 1] = 9.0   # not labelled: must not appear
     maps[0, 2] = -1.0        # labelled, negative everywhere
-    logit, attention = labelled_attention(maps, torch.tensor([[1.0, 0.0, 1.0]]))
+    attention = labelled_attention(maps, torch.tensor([[1.0, 0.0, 1.0]]))
     assert attention[0, 0, 0] == pytest.approx(1.0, abs=1e-4)
-    assert attention[0, 1, 1] == 0
-    assert logit[0, 0, 0] == 4.0 and logit[0, 1, 1] == 0.0  # max over labelled pre-ReLU maps
+    assert attention[0, 1, 1] == 0 and attention[0, 0, 1] == 0
 
 
 def test_spg_loss_trains_heads_and_classifier_and_inference_is_camnet():
@@ -72,13 +71,15 @@ def test_spg_loss_trains_heads_and_classifier_and_inference_is_camnet():
     assert loss.item() == pytest.approx(parts["cls"] + parts["heads"] + parts["final"], rel=1e-5)
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.heads.parameters())
+    assert net.final_head[0].weight.grad is not None
     assert net.classifier.weight.grad.abs().sum() > 0
     net.eval()
     with torch.no_grad():
-        logits, maps, heads = net.guided_outputs(images)
+        logits, maps, heads, final = net.guided_outputs(images)
         torch.testing.assert_close(logits, net(images), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(net.cams(images), maps.clamp(min=0))
     assert [h.shape[-2:] for h in heads] == [(8, 8), (4, 4)]  # levels at reductions 8 and 16
+    assert final.shape == (2, 4, 4)  # SPG-C on the last level
 
 
 def test_spg_heads_learn_at_the_classifier_rate():
@@ -86,5 +87,6 @@ def test_spg_heads_learn_at_the_classifier_rate():
     groups = net.param_groups(0.01, 1e-4)
     ids = [id(p) for g in groups for p in g["params"]]
     assert len(ids) == len(set(ids)) == sum(1 for p in net.parameters() if p.requires_grad)
-    assert {id(p) for p in net.heads.parameters()} <= {id(p) for p in groups[1]["params"]}
+    fresh = {id(p) for p in net.heads.parameters()} | {id(p) for p in net.final_head.parameters()}
+    assert fresh <= {id(p) for p in groups[1]["params"]}
     assert groups[1]["lr"] == pytest.approx(0.1)

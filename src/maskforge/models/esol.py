@@ -1,7 +1,8 @@
 """ESOL: expansion and shrinkage of localisation (Li et al., "Expansion and Shrinkage of Localization
 for Weakly-Supervised Semantic Segmentation", NeurIPS 2022). The authors published no code; this
-is built from the paper's description (abstract and DESIGN.md §4), so every detail below that
-the description leaves open is a choice of maskforge, marked *choice*.
+is built from the paper's description (its abstract and DESIGN.md §4; the full text with its
+equation numbers was not at hand, so no equation numbers are cited), and every detail that the
+description leaves open is a choice of maskforge, marked *choice*.
 
 The paper's scheme: a classifier's CAM is incomplete and inaccurate. In the *Expansion* stage an
 "expansion sampler" — the offset branch of a deformable convolution after the backbone — is
@@ -122,7 +123,7 @@ def expanded_classification_loss(model: ESOLNet, images: Tensor, targets: Tensor
 
 def expansion_step(model: ESOLNet, images: Tensor, targets: Tensor, optimizer: torch.optim.Optimizer,
                    clip_ratio: float) -> float:
-    """Expansion (ESOL §3, "expansion sampler"): one gradient-*ascent* step of the expansion
+    """Expansion stage (ESOL, "expansion sampler"): one gradient-*ascent* step of the expansion
     sampler's offsets on the classification loss, max_Δ L_cls, everything else frozen.
     `optimizer` must hold only `model.expansion`'s parameters. Returns the loss before the step."""
     frozen = [p for p in model.parameters() if p.requires_grad and not _belongs(p, model.expansion)]
@@ -140,7 +141,7 @@ def expansion_step(model: ESOLNet, images: Tensor, targets: Tensor, optimizer: t
 
 
 def shrinkage_loss(model: ESOLNet, images: Tensor, targets: Tensor, area_weight: float) -> Tensor:
-    """Shrinkage (ESOL §3, "shrinkage sampler"): the objective each shrinkage step *descends*
+    """Shrinkage stage (ESOL, "shrinkage sampler"): the objective each shrinkage step *descends*
     with an optimizer over the shrinkage sampler's offsets only (backbone and classifier as the
     expansion left them): multi-label soft margin of the logits through the shrinkage sampler
     + `area_weight` × mean over labelled classes of the mean of ReLU(CAM)/max (its area)."""
