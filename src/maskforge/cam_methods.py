@@ -35,10 +35,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from maskforge.cam import GradCAMView, multilabel_loss
+from maskforge.cam import CamView, gradcams, multilabel_loss
 from maskforge.checkpoint import CheckpointError
 from maskforge.models.backbones import Backbone, create_backbone
 from maskforge.models.cam import CAMNet
+from maskforge.models.seam import SEAMNet
+from maskforge.seam import seam_loss
 from maskforge.training import Batch, fit
 
 Knobs = Mapping[str, Any]
@@ -94,12 +96,19 @@ def _camnet(backbone: Backbone, num_classes: int, knobs: Knobs, freeze_bn: bool)
     return CAMNet(backbone, num_classes, freeze_bn=freeze_bn)
 
 
+def _seamnet(backbone: Backbone, num_classes: int, knobs: Knobs, freeze_bn: bool) -> SEAMNet:
+    return SEAMNet(backbone, num_classes, freeze_bn=freeze_bn)
+
+
 METHODS: dict[str, CamMethod] = {m.name: m for m in [
     # Zhou et al. CVPR 2016: GAP + 1×1 classifier, multi-label soft margin; maps = classifier at every position.
     CamMethod("cam", _camnet, train_with_loss(lambda knobs: multilabel_loss), lambda model, knobs: model),
     # Selvaraju et al. ICCV 2017: the same training; maps from the gradients of each class score.
     CamMethod("gradcam", _camnet, train_with_loss(lambda knobs: multilabel_loss),
-              lambda model, knobs: GradCAMView(model)),
+              lambda model, knobs: CamView(model, lambda x: gradcams(model, x))),
+    # Wang et al. CVPR 2020: siamese ER + PCM + ECR; inference on the PCM-refined CAM (or the raw one).
+    CamMethod("seam", _seamnet, train_with_loss(seam_loss),
+              lambda model, knobs: model if knobs["pcm_inference"] else CamView(model, model.raw_cams)),
 ]}
 
 
