@@ -3,11 +3,12 @@ the registry's checkpoint round trip, and train_cam/make_cam runs of each method
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
-from maskforge.cam import GradCAMView, gradcams, multiscale_cams
+from maskforge.cam import CamView, gradcams, multiscale_cams
 from maskforge.cam_methods import METHODS, build_network, checkpoint_fields, network_from_checkpoint
 from maskforge.checkpoint import CheckpointError, load_model
 from maskforge.config import load_config
@@ -47,7 +48,7 @@ def test_gradcam_of_a_gap_linear_head_is_the_cam_divided_by_the_map_size():
     # …inside inference mode too (how multiscale_cams calls it), and summed over scales and flips.
     images = torch.rand(1, 3, 32, 32) * 255
     with torch.inference_mode():
-        single = multiscale_cams(GradCAMView(net), images, [1.0])
+        single = multiscale_cams(CamView(net, lambda x: gradcams(net, x)), images, [1.0])
     torch.testing.assert_close(single, multiscale_cams(net, images, [1.0]) / 64)
 
 
@@ -92,4 +93,4 @@ def test_train_cam_and_make_cam_run_each_method_on_the_tiny_set(tmp_path, method
     with open_store(tmp_path / "cams", kind="cam") as store:
         assert store.params["cam"]["method"] == method
         maps = [store[i] for i in store.ids]
-    assert all(m.min() >= 0 and m.max() <= 1.001 for m in maps) and any(m.max() > 0 for m in maps)
+    assert all(np.isfinite(m).all() and m.min() >= 0 and m.max() <= 1.001 for m in maps)

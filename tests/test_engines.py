@@ -131,6 +131,8 @@ def test_snakemake_hands_over_to_dvc_and_nothing_is_left_to_do(project):
     ({"crf.bilateral_sxy": 10, "crf.bilateral_compat": 50}, ["crf"]),                      # a swap of two values
     ({"seg.labels": "seeds"}, ["seg.labels"]),
     ({"ae.erase_threshold": 0.7, "irn.infer.beta": 8}, ["ae.erase_threshold", "irn.infer"]),
+    ({"cam.method": "gradcam"}, ["cam.method"]),
+    ({"cam.seam.rescale": 0.5}, []),                   # a knob of a method the run does not use
 ])
 def test_snakemake_reruns_a_changed_param_and_its_descendants_only(project, tmp_path, changes, readers):
     overlay = write_overlay(tmp_path / "o.yaml", **changes)

@@ -9,7 +9,7 @@ argmax taken.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -75,18 +75,19 @@ def gradcams(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return F.relu(torch.einsum("kbc,bchw->bkhw", weights, features.detach()))
 
 
-class GradCAMView(torch.nn.Module):
-    """A CAM classifier whose `cams(x)` are its Grad-CAM maps, so multiscale_cams infers Grad-CAM
-    with the same scales, flips and normalisation as CAM."""
+class CamView(torch.nn.Module):
+    """`model` with another map function `cams(x)` (normalised images → B×K×h×w), e.g. its
+    Grad-CAM, so multiscale_cams infers it with the same scales, flips and normalisation."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, cams: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.model = model
         self.backbone = model.backbone
         self.num_classes = model.num_classes
+        self._cams = cams
 
     def cams(self, x: torch.Tensor) -> torch.Tensor:
-        return gradcams(self.model, x)
+        return self._cams(x)
 
 
 def normalise_cams(cams: torch.Tensor, label_ids: Sequence[int]) -> torch.Tensor:

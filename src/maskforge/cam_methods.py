@@ -35,13 +35,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from maskforge.cam import GradCAMView, multilabel_loss
+from maskforge.cam import CamView, gradcams, multilabel_loss
 from maskforge.checkpoint import CheckpointError
 from maskforge.config import ConfigError
 from maskforge.models.backbones import Backbone, create_backbone
 from maskforge.models.cam import CAMNet
 from maskforge.models.esol import ESOLNet, expanded_classification_loss, expansion_step, shrinkage_loss
+from maskforge.models.seam import SEAMNet
 from maskforge.models.spg import SPGNet, spg_loss
+from maskforge.seam import seam_loss
 from maskforge.training import Batch, fit
 
 Knobs = Mapping[str, Any]
@@ -156,6 +158,8 @@ def train_esol(model: ESOLNet, knobs: Knobs, run: TrainingRun) -> list[dict[str,
         epochs=knobs["shrinkage_epochs"], resume_suffix="-shrinkage")]
     model.freeze_bn = freeze_bn
     return rows
+def _seamnet(backbone: Backbone, num_classes: int, knobs: Knobs, freeze_bn: bool) -> SEAMNet:
+    return SEAMNet(backbone, num_classes, freeze_bn=freeze_bn)
 
 
 METHODS: dict[str, CamMethod] = {m.name: m for m in [
@@ -163,8 +167,11 @@ METHODS: dict[str, CamMethod] = {m.name: m for m in [
     CamMethod("cam", _camnet, train_with_loss(lambda knobs: multilabel_loss), lambda model, knobs: model),
     # Selvaraju et al. ICCV 2017: the same training; maps from the gradients of each class score.
     CamMethod("gradcam", _camnet, train_with_loss(lambda knobs: multilabel_loss),
-              lambda model, knobs: GradCAMView(model)),
-    # Zhang et al. ECCV 2018: thresholded self-produced attention supervises guidance heads and the final map.
+              lambda model, knobs: CamView(model, lambda x: gradcams(model, x))),
+    # Wang et al. CVPR 2020: siamese ER + PCM + ECR; inference on the PCM-refined CAM (or the raw one).
+    CamMethod("seam", _seamnet, train_with_loss(seam_loss),
+              lambda model, knobs: model if knobs["pcm_inference"] else CamView(model, model.raw_cams)),
+    # Zhang et al. ECCV 2018: thresholded self-produced attention supervises class-agnostic guidance heads.
     CamMethod("spg", _spgnet, train_with_loss(_spg_loss), lambda model, knobs: model),
     # Li et al. NeurIPS 2022: expansion sampler (adversarial offsets), then shrinkage sampler; maps after shrinkage.
     CamMethod("esol", _esolnet, train_esol, lambda model, knobs: model),
