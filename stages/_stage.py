@@ -18,7 +18,7 @@ from maskforge.config import ConfigError, load_config, select_keys, validate_sel
 from maskforge.data.manifest import DatasetError
 from maskforge.store import StoreError
 from maskforge.store_parts import PART
-from maskforge_workflow.table import stage_of_module
+from maskforge_workflow.table import params_keys, stage_of_module
 
 
 def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
@@ -58,7 +58,7 @@ def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | No
         except json.JSONDecodeError:
             raise ConfigError(f"{stage.name}: --params-json is not valid JSON") from None
         try:
-            exact = select_keys(params, stage.params) == params
+            exact = select_keys(params, params_keys(stage.params, params)) == params
         except ConfigError:
             exact = False
         if not exact:
@@ -66,7 +66,8 @@ def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | No
         validate_selection(params, f"{stage.name} --params-json")
     else:
         config = load_config(args.params_file)
-        params = select_keys(variant_config(config, args.variant) if args.variant else config, stage.params)
+        own = variant_config(config, args.variant) if args.variant else config
+        params = select_keys(own, params_keys(stage.params, own))
     for name in stage.outs:
         Path(getattr(args, name)).parent.mkdir(parents=True, exist_ok=True)   # DVC does not create them
     return args, params

@@ -1,5 +1,8 @@
 """make_cam: multi-scale + flip CAMs of one AE round's classifier for every training image.
 
+The maps are those of cam.method (the checkpoint must have been trained with it): CAM, Grad-CAM
+or another method's (src/maskforge/cam_methods.py); the store's provenance records the method.
+
 Round r > 0 infers on the images its classifier was trained on (regions mined so far erased).
 CAMs are kept for the labelled classes only, each divided by its max, and written as a float16
 CAM store at the image's full resolution. Same-size images share a batch (cam.infer.batch_size).
@@ -17,31 +20,25 @@ import torch.nn.functional as F
 
 from maskforge.augment import resize_longer_side
 from maskforge.cam import multiscale_cams, normalise_cams, part_of, same_size_batches
+from maskforge.cam_methods import get_method, method_knobs, network_from_checkpoint
 from maskforge.config import ConfigError
-from maskforge.checkpoint import load_checkpoint
+from maskforge.checkpoint import load_model
 from maskforge.data.manifest import Manifest
 from maskforge.erasing import round_image
-from maskforge.models.backbones import create_backbone
-from maskforge.models.cam import CAMNet
 from maskforge.store import StoreWriter, input_digest, open_store
 from maskforge.training import pick_device
 from stages._stage import parse_stage_args, run_stage
 
-def load_cam_model(path: str, num_classes: int, device: torch.device) -> CAMNet:
-    """The trained CAMNet of a cam checkpoint, in eval mode and channels_last."""
-    state = load_checkpoint(path, "cam")
-    model = CAMNet(create_backbone(state["backbone"], None, state["output_stride"]), num_classes)
-    model.load_state_dict(state["model"])
-    return model.to(device, memory_format=torch.channels_last).eval()
-
 
 def main(argv: Sequence[str] | None = None) -> None:
     args, params = parse_stage_args(__spec__.name, __doc__, argv)
-    infer = params["cam"]["infer"]
+    cam, infer = params["cam"], params["cam"]["infer"]
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
     regions = open_store(args.regions, kind="region") if args.regions else None
     device = pick_device()
-    model = load_cam_model(args.ckpt, len(manifest.classes) - 1, device)
+    model = load_model(args.ckpt, "cam", lambda state: network_from_checkpoint(state, len(manifest.classes) - 1,
+                                                                               cam["method"]), device)
+    model = get_method(cam["method"]).inference_view(model, method_knobs(cam))
     ids = manifest.ids("train")
     if args.part is not None:
         try:

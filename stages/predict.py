@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from maskforge.augment import resize_longer_side
-from maskforge.checkpoint import CheckpointError, load_checkpoint
+from maskforge.checkpoint import CheckpointError, load_model
 from maskforge.crf import CRFParams
 from maskforge.parallel import map_in_pool
 from maskforge.data.manifest import Manifest
@@ -33,15 +33,11 @@ from maskforge.training import pick_device
 from stages._stage import parse_stage_args, run_stage
 
 
-def load_seg_model(path: str, classes: list[str], device: torch.device) -> DeepLab:
-    """The trained DeepLab of a seg checkpoint for a dataset with `classes`, in eval mode."""
-    state = load_checkpoint(path, "seg")
+def seg_network(state: dict, classes: list[str]) -> DeepLab:
+    """The untrained DeepLab of a seg checkpoint, which must be trained on `classes`."""
     if state["classes"] != classes:
-        raise CheckpointError(f"{path}: trained on classes {state['classes']}, the dataset has {classes}"
-                              " — retrain on this dataset")
-    model = DeepLab(create_backbone(state["backbone"], None, state["output_stride"]), len(classes), psl=state["psl"])
-    model.load_state_dict(state["model"])
-    return model.to(device, memory_format=torch.channels_last).eval()
+        raise CheckpointError(f"trained on classes {state['classes']}, the dataset has {classes} — retrain on this dataset")
+    return DeepLab(create_backbone(state["backbone"], None, state["output_stride"]), len(classes), psl=state["psl"])
 
 
 def refine(item: tuple[np.ndarray, np.ndarray, float, CRFParams | None]) -> np.ndarray:
@@ -54,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     crf = CRFParams.from_params(params["crf"]) if infer["crf"] else None
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
     device = pick_device()
-    model = load_seg_model(args.ckpt, manifest.classes, device)
+    model = load_model(args.ckpt, "seg", lambda state: seg_network(state, manifest.classes), device)
     ids = manifest.ids("val")
 
     def scored():

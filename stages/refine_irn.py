@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from maskforge.checkpoint import load_checkpoint
+from maskforge.checkpoint import load_model
 from maskforge.data.manifest import Manifest
 from maskforge.models.backbones import create_backbone
 from maskforge.models.irn import BoundaryNet
@@ -27,21 +27,14 @@ from maskforge.training import pick_device
 from stages._stage import parse_stage_args, run_stage
 
 
-def load_irn_model(path: str, device: torch.device) -> BoundaryNet:
-    """The trained boundary branch of an irn checkpoint, in eval mode."""
-    state = load_checkpoint(path, "irn")
-    model = BoundaryNet(create_backbone(state["backbone"], None, state["output_stride"]))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args, params = parse_stage_args(__spec__.name, __doc__, argv)
     infer = params["irn"]["infer"]
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
     cams = open_store(args.cams, kind="cam")
     device = pick_device()
-    model = load_irn_model(args.ckpt, device)
+    model = load_model(args.ckpt, "irn", lambda state: BoundaryNet(create_backbone(state["backbone"], None,
+                                                                                     state["output_stride"])), device)
     inputs = {"prepared": input_digest(args.prepared), "ckpt": input_digest(args.ckpt), "cams": input_digest(args.cams)}
     with StoreWriter(args.store, kind="mask", stage="refine_irn", params=params, inputs=inputs,
                      classes=cams.classes) as writer:

@@ -1,4 +1,7 @@
-"""train_cam: train the CAM classifier of one AE round (GAP + 1×1 classifier, multi-label soft margin).
+"""train_cam: train the CAM classifier of one AE round with the seed method cam.method.
+
+cam and gradcam: GAP + 1×1 classifier, multi-label soft margin; other methods: see
+src/maskforge/cam_methods.py. The checkpoint records the method and its knobs.
 
 Round 0 trains on the original images, round r > 0 on images whose regions mined in rounds < r
 are filled with the mean pixel (AE-PSL). A checkpoint is saved every epoch next to the output
@@ -13,16 +16,13 @@ from typing import Sequence
 import torch
 
 from maskforge.augment import resize_longer_side
-from maskforge.cam import multilabel_loss, training_batches
-from maskforge.checkpoint import save_checkpoint
+from maskforge.cam import training_batches
+from maskforge.cam_methods import TrainingRun, build_network, checkpoint_fields, get_method, method_knobs
 from maskforge.config import canonical_json
 from maskforge.data.manifest import Manifest
 from maskforge.erasing import round_image
-from maskforge.models.backbones import create_backbone
-from maskforge.models.cam import CAMNet
 from maskforge.store import input_digest, open_store
-from maskforge.metric_files import write_csv
-from maskforge.training import fit, pick_device
+from maskforge.training import finish_training, pick_device
 from stages._stage import parse_stage_args, run_stage
 
 
@@ -38,22 +38,18 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     torch.manual_seed(train["seed"])
     device = pick_device()
-    model = CAMNet(create_backbone(cam["backbone"], cam["weights"], cam["output_stride"]), len(manifest.classes) - 1,
-                   freeze_bn=train["freeze_bn"]).to(device)
-    optimizer = torch.optim.SGD(model.param_groups(train["lr"], train["weight_decay"]), lr=train["lr"], momentum=0.9)
-    steps = -(-len(ids) // train["batch_size"])
+    model = build_network(cam, len(manifest.classes) - 1, cam["weights"], train["freeze_bn"]).to(device)
     inputs = {"prepared": input_digest(args.prepared), **({"regions": input_digest(args.regions)} if args.regions else {})}
-    rows = fit(model, optimizer, multilabel_loss,
-               lambda rng: training_batches(images, labels, batch_size=train["batch_size"], crop_size=train["crop_size"],
-                                            scale_range=tuple(train["scale_range"]), jitter=train["color_jitter"], rng=rng),
-               epochs=train["epochs"], steps_per_epoch=steps, seed=train["seed"],
-               resume_path=f"{args.ckpt}.resume", fingerprint=canonical_json({"params": params, "inputs": inputs}),
-               device=device, desc=Path(args.ckpt).stem)
-    save_checkpoint(args.ckpt, {"kind": "cam", "backbone": cam["backbone"], "output_stride": cam["output_stride"],
-                                "classes": manifest.classes,
-                                "params": params, "inputs": inputs, "model": model.state_dict()})
-    write_csv(args.curve, rows)
-    Path(f"{args.ckpt}.resume").unlink(missing_ok=True)
+    run = TrainingRun(
+        make_batches=lambda rng: training_batches(images, labels, batch_size=train["batch_size"],
+                                                  crop_size=train["crop_size"], scale_range=tuple(train["scale_range"]),
+                                                  jitter=train["color_jitter"], rng=rng),
+        lr=train["lr"], weight_decay=train["weight_decay"], epochs=train["epochs"],
+        steps_per_epoch=-(-len(ids) // train["batch_size"]), seed=train["seed"], resume_path=f"{args.ckpt}.resume",
+        fingerprint=canonical_json({"params": params, "inputs": inputs}), device=device, desc=Path(args.ckpt).stem)
+    rows = get_method(cam["method"]).train(model, method_knobs(cam), run)
+    finish_training(args.ckpt, {"kind": "cam", **checkpoint_fields(cam), "classes": manifest.classes,
+                                "params": params, "inputs": inputs, "model": model.state_dict()}, args.curve, rows)
 
 
 if __name__ == "__main__":

@@ -19,15 +19,13 @@ from typing import Sequence
 import torch
 
 from maskforge.augment import resize_longer_side
-from maskforge.checkpoint import save_checkpoint
 from maskforge.config import canonical_json
 from maskforge.data.manifest import Manifest
 from maskforge.irn import affinity_batches, boundary_loss
 from maskforge.models.backbones import create_backbone
 from maskforge.models.irn import BoundaryNet
-from maskforge.metric_files import write_csv
 from maskforge.store import input_digest, open_store
-from maskforge.training import fit, pick_device
+from maskforge.training import finish_training, fit, pick_device
 from stages._stage import parse_stage_args, run_stage
 
 OUTPUT_STRIDE = 16   # IRN's backbone strides (2, 2, 2, 1): layer4 at 1/16
@@ -56,11 +54,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                epochs=train["epochs"], steps_per_epoch=steps, seed=train["seed"],
                resume_path=f"{args.ckpt}.resume", fingerprint=canonical_json({"params": params, "inputs": inputs}),
                device=device, desc=Path(args.ckpt).stem)
-    save_checkpoint(args.ckpt, {"kind": "irn", "backbone": cam["backbone"], "output_stride": OUTPUT_STRIDE,
+    finish_training(args.ckpt, {"kind": "irn", "backbone": cam["backbone"], "output_stride": OUTPUT_STRIDE,
                                 "classes": labels.classes, "params": params, "inputs": inputs,
-                                "model": model.state_dict()})
-    write_csv(args.curve, rows)
-    Path(f"{args.ckpt}.resume").unlink(missing_ok=True)
+                                "model": model.state_dict()}, args.curve, rows)
 
 
 if __name__ == "__main__":

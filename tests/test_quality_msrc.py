@@ -1,5 +1,5 @@
-"""Quality guard on real data: CAM seeds of a short training on a few dozen MSRC images beat the
-trivial baselines (all background; the whole image as its first label)."""
+"""Quality guard on real data: CAM and SEAM seeds of a short training on a few dozen MSRC images
+beat the trivial baselines (all background; the whole image as its first label)."""
 
 from pathlib import Path
 
@@ -33,12 +33,13 @@ def msrc_subset(tmp_path):
     return root
 
 
-def test_msrc_seeds_beat_trivial_baselines(msrc_subset, tmp_path):
+@pytest.mark.parametrize("method", ["cam", "seam"])
+def test_msrc_seeds_beat_trivial_baselines(msrc_subset, tmp_path, method):
     overlay = tmp_path / "root.yaml"
-    overlay.write_text(yaml.safe_dump({"dataset": {"root": str(msrc_subset)}}))
+    overlay.write_text(yaml.safe_dump({"dataset": {"root": str(msrc_subset)}, "cam": {"method": method}}))
     run = run_cam_pipeline(tmp_path / "run", ["tests/configs/msrc_guard.yaml", overlay], rounds=1, refine=False)
     baselines = trivial_baseline_mious(Manifest.read(Path(run["prepared"]) / "manifest.json"))
     cam_miou = metric(run["cam_r0.json"], "miou")
-    print(f"MSRC guard: CAM seeds {cam_miou:.1f} mIoU (best tau {metric(run['cam_r0.json'], 'bg_threshold')}), "
+    print(f"MSRC guard: {method} seeds {cam_miou:.1f} mIoU (best tau {metric(run['cam_r0.json'], 'bg_threshold')}), "
           f"baselines {baselines}")
     assert cam_miou > max(baselines.values()) + 3

@@ -151,7 +151,7 @@ def test_sharded_make_cam_parts_read_as_the_whole_store(run, tmp_path):
     from maskforge.config import load_config
     from stages import make_cam, seeds
     infer = {**load_config("params.yaml", ["tests/configs/tiny.yaml"])["cam"]["infer"], "shards": 2}
-    params = ["--params-json", json.dumps({"cam": {"infer": infer}})]
+    params = ["--params-json", json.dumps({"cam": {"method": "cam", "infer": infer}})]
     parts = [str(tmp_path / "cams" / f"part-{i:05d}-of-00002") for i in range(2)]
     for i, part in enumerate(parts):
         make_cam.main(params + ["--prepared", run["prepared"], "--ckpt", run["cam_r0.pt"], "--store", part, "--part", str(i)])

@@ -12,9 +12,9 @@ import yaml
 from maskforge.config import get_key, load_config, load_schema, select_keys, variant_config
 from maskforge_workflow.codedeps import code_files
 from maskforge_workflow.dvc_yaml import dvc_yaml, render_dvc_yaml
-from maskforge_workflow.expand import VARIANT_SEPARATOR, Job, jobs
+from maskforge_workflow.expand import VARIANT_SEPARATOR, Job, jobs, params_json
 from maskforge_workflow.rules import snakemake_rules
-from maskforge_workflow.table import STAGES
+from maskforge_workflow.table import STAGES, params_keys
 
 TWO_VARIANTS = {"compare": {"variants": {"tau30": {"cam.bg_threshold": 0.3}, "short": {"cam.train.epochs": 2}}}}
 
@@ -117,7 +117,7 @@ def test_snakemake_rules_and_dvc_yaml_agree_job_by_job(tmp_path, overlay):
         assert shell[:3] == dvc_argv[:3] and dvc_argv[3:5] == ["--params-file", "params.yaml"], name
         assert stage_args(shell)[2] == {k: v for k, v in stage_args(dvc_argv)[2].items() if k != "--variant"}, name
         own = variant_config(config, job.variant) if job.variant else config
-        assert json.loads(rule.params) == select_keys(own, job.stage.params), name
+        assert json.loads(rule.params) == select_keys(own, job.params), name
         assert format_rule(rule.log, job) == ("logs/" + (f"{job.variant}/" if job.variant else "")
                                               + name.split(VARIANT_SEPARATOR)[-1] + ".log")
     templates = [(rule, re.sub(r"\{(\w+)\}", lambda m: f"(?:{rule.wildcard_constraints[m[1]]})", t))
@@ -222,3 +222,15 @@ def test_snakemake_plans_on_msrc_with_the_same_graph():
     config = load_config("params.yaml", ["configs/msrc.yaml"])
     assert_same_graph(plan, resolve_dvc_templates(dvc_yaml(config), config))
     assert json.loads(plan["prepare"]["argv"][4])["dataset"]["root"] == "../shared/datasets/msrc"
+
+
+def test_a_stage_reads_only_the_selected_methods_section():
+    """METHOD_SECTION resolves to `cam.<method>` when that section exists, and to nothing otherwise,
+    so a knob of an unselected method is neither passed to nor declared for train_cam/make_cam."""
+    config = load_config()
+    config["cam"]["method"] = "cam"
+    config["cam"]["othermethod"] = {"knob": 1}          # a section of a method that is not selected
+    assert params_keys(STAGES["train_cam"].params, config)[:2] == ("cam.method", "cam.backbone")
+    config["cam"]["method"] = "othermethod"
+    assert "cam.othermethod" in params_keys(STAGES["make_cam"].params, config)
+    assert json.loads(params_json(STAGES["make_cam"], config))["cam"]["othermethod"] == {"knob": 1}

@@ -9,7 +9,7 @@ argmax taken.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -54,6 +54,40 @@ def multiscale_cams(model: torch.nn.Module, images: torch.Tensor, scales: Sequen
         cams = cams[:b] + cams[b:].flip(-1)
         total += F.interpolate(cams, size=(h, w), mode="bilinear", align_corners=False)
     return total
+
+
+def gradcams(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al., ICCV 2017, eq. 1-2) of every class, B×K×h×w at feature resolution.
+
+    `x` is normalised; `model` provides features(x) and head(features) → logits B×K. For class k:
+    α_kc = spatial mean of ∂y_k/∂A_c over the last feature map A, map = ReLU(Σ_c α_kc A_c). Only
+    the head is differentiated, so this also runs inside torch.inference_mode (multiscale_cams).
+    For a GAP + linear head α_kc = w_kc / (h·w): Grad-CAM is the CAM divided by h·w.
+    """
+    features = model.features(x)
+    with torch.inference_mode(False), torch.enable_grad():
+        features = features.clone().requires_grad_(True)    # a normal tensor, even from inference mode
+        logits = model.head(features)
+        k = logits.shape[1]
+        selectors = torch.eye(k, dtype=logits.dtype, device=logits.device)[:, None, :].expand(k, *logits.shape)
+        (grads,) = torch.autograd.grad(logits, features, grad_outputs=selectors, is_grads_batched=True)
+        weights = grads.mean(dim=(-2, -1))                                   # K×B×C
+        return F.relu(torch.einsum("kbc,bchw->bkhw", weights, features.detach()))
+
+
+class CamView(torch.nn.Module):
+    """`model` with another map function `cams(x)` (normalised images → B×K×h×w), e.g. its
+    Grad-CAM, so multiscale_cams infers it with the same scales, flips and normalisation."""
+
+    def __init__(self, model: torch.nn.Module, cams: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.backbone = model.backbone
+        self.num_classes = model.num_classes
+        self._cams = cams
+
+    def cams(self, x: torch.Tensor) -> torch.Tensor:
+        return self._cams(x)
 
 
 def normalise_cams(cams: torch.Tensor, label_ids: Sequence[int]) -> torch.Tensor:

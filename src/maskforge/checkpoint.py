@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -39,3 +39,19 @@ def load_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("kind") != kind:
         raise CheckpointError(f"{path}: not a {kind} checkpoint; point the stage at a {kind} checkpoint")
     return state
+
+
+def load_model(path: str | Path, kind: str, build: Callable[[dict[str, Any]], torch.nn.Module],
+               device: torch.device) -> torch.nn.Module:
+    """The trained network of a `kind` checkpoint, on `device` in eval mode and channels_last.
+
+    `build(state)` returns the untrained network the checkpoint's weights belong to (it reads
+    the architecture the checkpoint records: backbone, output stride, method, ...); a
+    CheckpointError it raises is reported with the file's name."""
+    state = load_checkpoint(path, kind)
+    try:
+        model = build(state)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    model.load_state_dict(state["model"])
+    return model.to(device, memory_format=torch.channels_last).eval()

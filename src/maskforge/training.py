@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from maskforge.checkpoint import load_checkpoint, save_checkpoint
 from maskforge.distributed import global_mean, is_main_process, unwrap
+from maskforge.metric_files import write_csv
 
 Batch = tuple[torch.Tensor, ...]   # (images, targets) or (images, targets, more targets, …)
 
@@ -84,6 +85,15 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                                       "rows": rows, "model": unwrap(model).state_dict(),
                                       "optimizer": optimizer.state_dict()})
     return rows
+
+
+def finish_training(ckpt: str | Path, state: dict[str, Any], curve: str | Path, rows: list[dict[str, Any]]) -> None:
+    """End of a training stage: the final checkpoint and the loss curve CSV, each written
+    atomically, then the epoch checkpoint `<ckpt>.resume*` (of every phase) removed."""
+    save_checkpoint(ckpt, state)
+    write_csv(curve, rows)
+    for resume in Path(ckpt).parent.glob(f"{Path(ckpt).name}.resume*"):
+        resume.unlink(missing_ok=True)
 
 
 def _take(batches: Iterable[Batch], n: int) -> Iterator[Batch]:

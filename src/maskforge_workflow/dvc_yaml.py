@@ -35,7 +35,7 @@ def dvc_yaml(config: Mapping[str, Any]) -> dict[str, Any]:
             "deps": code_files(stage) + job.dep_paths(),
         }
         overridden = variants(config).get(job.variant, {})       # a variant's values come from its own entry
-        params = [p for p in stage.params if not any(p == k or p.startswith(k + ".") for k in overridden)]
+        params = [p for p in job.params if not any(p == k or p.startswith(k + ".") for k in overridden)]
         params += [f"compare.variants.{job.variant}"] if job.variant else []
         if params:
             entry["params"] = params

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from maskforge.config import ConfigError, canonical_json, get_key, select_keys, variant_config, variants
 from maskforge.store_parts import PART, part_name
-from maskforge_workflow.table import EVALUATOR_OF_KIND, STAGES, STORES, Stage
+from maskforge_workflow.table import EVALUATOR_OF_KIND, STAGES, STORES, Stage, params_keys
 
 VARIANT_SEPARATOR = "__"   # a variant's job and rule names: <variant>__<name>
 
@@ -28,6 +28,7 @@ class Job:
     wildcards: Mapping[str, str]
     deps: Mapping[str, str | tuple[str, ...]]      # a store written in parts is the tuple of its parts
     outs: Mapping[str, str]
+    params: tuple[str, ...] = ()                   # the stage's params keys resolved for the config
     collected: Mapping[str, tuple[str, ...]] = field(default_factory=dict)   # --name → several paths
     variant: str = ""                              # the compare variant ("" for the default run)
 
@@ -45,10 +46,10 @@ class Job:
 
 def params_json(stage: Stage, config: Mapping[str, Any]) -> str:
     """The stage's params as canonical JSON: one value, so any change or swap reruns it."""
-    return canonical_json(select_keys(config, stage.params))
+    return canonical_json(select_keys(config, params_keys(stage.params, config)))
 
 
-def _expand(stage: Stage, wildcards: dict[str, str], context: Mapping[str, str]) -> Job:
+def _expand(stage: Stage, wildcards: dict[str, str], context: Mapping[str, str], config: Mapping[str, Any]) -> Job:
     fill = {**wildcards, **context}
     templates = dict(stage.deps)
     if stage.wildcard == "round" and int(wildcards["round"]) > 0:
@@ -56,7 +57,7 @@ def _expand(stage: Stage, wildcards: dict[str, str], context: Mapping[str, str])
         templates.update(stage.later_round_deps)
     deps = {k: v.format(**fill) for k, v in templates.items()}
     outs = {k: v.format(**fill) for k, v in stage.outs.items()}
-    return Job(stage, wildcards, deps, outs)
+    return Job(stage, wildcards, deps, outs, params_keys(stage.params, config))
 
 
 def _whole_jobs(config: Mapping[str, Any], training_labels: str | None) -> list[Job]:
@@ -67,20 +68,20 @@ def _whole_jobs(config: Mapping[str, Any], training_labels: str | None) -> list[
     listed: list[Job] = []
     for stage in STAGES.values():
         if stage.wildcard is None:
-            listed.append(_expand(stage, {}, context))
+            listed.append(_expand(stage, {}, context, config))
         elif stage.wildcard == "round":
-            listed.extend(_expand(stage, {"round": str(r)}, context) for r in range(rounds))
+            listed.extend(_expand(stage, {"round": str(r)}, context, config) for r in range(rounds))
         elif stage.wildcard == "source":
-            listed.extend(_expand(stage, {"source": source}, context) for source in stage.sources)
+            listed.extend(_expand(stage, {"source": source}, context, config) for source in stage.sources)
     for job in [job for job in listed if job.stage.store_kind]:
             evaluator = STAGES[EVALUATOR_OF_KIND[job.stage.store_kind]]
-            listed.append(_expand(evaluator, {"store": job.outs["store"].removeprefix(f"{STORES}/")}, context))
+            listed.append(_expand(evaluator, {"store": job.outs["store"].removeprefix(f"{STORES}/")}, context, config))
     return listed
 
 
-def _reads_any(stage: Stage, keys: Iterable[str]) -> bool:
+def _reads_any(job: Job, keys: Iterable[str]) -> bool:
     """Whether the stage reads one of the dotted `keys` (or a section holding one, or a key inside one)."""
-    return any(key == p or key.startswith(p + ".") or p.startswith(key + ".") for key in keys for p in stage.params)
+    return any(key == p or key.startswith(p + ".") or p.startswith(key + ".") for key in keys for p in job.params)
 
 
 def _variant_jobs(config: Mapping[str, Any], name: str, default: list[Job], training_labels: str | None) -> list[Job]:
@@ -91,7 +92,7 @@ def _variant_jobs(config: Mapping[str, Any], name: str, default: list[Job], trai
     listed = [job for job in _whole_jobs(variant_config(config, name), training_labels) if not job.stage.collects]
     same = {(job.name, tuple(job.deps.items()), tuple(job.outs.items())) for job in default}
     mine = {job.name for job in listed
-            if _reads_any(job.stage, overrides) or (job.name, tuple(job.deps.items()), tuple(job.outs.items())) not in same}
+            if _reads_any(job, overrides) or (job.name, tuple(job.deps.items()), tuple(job.outs.items())) not in same}
     grew = True
     while grew:                                    # AE rounds read later stages' outputs: grow to a fixed point
         changed = {out for job in listed if job.name in mine for out in job.outs.values()}

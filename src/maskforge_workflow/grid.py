@@ -23,7 +23,7 @@ from maskforge.data.manifest import Manifest
 from maskforge.evaluation import evaluate_masks
 from maskforge.store import StoreError, open_store
 from maskforge_workflow.expand import Job, jobs
-from maskforge_workflow.table import MANIFEST, STAGES
+from maskforge_workflow.table import MANIFEST, STAGES, params_keys
 
 SWEEPS = "data/sweeps"
 
@@ -60,9 +60,9 @@ def run_grid(config: Mapping[str, Any], stage_name: str, grid: Mapping[str, list
     """Run `stage_name` for each combination of `grid` on the cached upstream stores; return rows
     {key: value..., "miou", "labelled_fraction", "store"} best first."""
     job = grid_job(config, stage_name, source)
-    unknown = [k for k in grid if not any(k == p or k.startswith(p + ".") for p in job.stage.params)]
+    unknown = [k for k in grid if not any(k == p or k.startswith(p + ".") for p in job.params)]
     if unknown:
-        raise ConfigError(f"grid: {stage_name} does not read {unknown}; it reads {list(job.stage.params)}")
+        raise ConfigError(f"grid: {stage_name} does not read {unknown}; it reads {list(job.params)}")
     for key in grid:
         get_key(config, key)   # fails with the key's name if it does not exist
     missing = [p for p in job.dep_paths() if not (root / p).exists()]
@@ -77,7 +77,7 @@ def run_grid(config: Mapping[str, Any], stage_name: str, grid: Mapping[str, list
         for key, value in combination.items():
             set_key(trial, key, value)
         validate_config(trial, f"grid {combination_name(combination)}")
-        params = select_keys(trial, job.stage.params)
+        params = select_keys(trial, params_keys(job.stage.params, trial))
         folder = root / SWEEPS / job.name / re.sub(r"[^\w.=,+-]", "_", combination_name(combination))
         outs = {k: folder / Path(v).name for k, v in job.outs.items()}
         if not _cached(outs["store"], params, [root / p for p in job.dep_paths()]):

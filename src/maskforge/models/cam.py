@@ -55,23 +55,30 @@ class CAMNet(nn.Module):
         """Classifier applied at every position, before ReLU: B×K×h×w (logits are its mean)."""
         return self.classifier(self.features(x))
 
+    def head(self, features: Tensor) -> Tensor:
+        """Image-level logits B×K of last-level features: GAP, then the 1×1 classifier."""
+        return self.classifier(features.mean(dim=(2, 3), keepdim=True)).flatten(1)
+
     def forward(self, x: Tensor) -> Tensor:
         """Image-level logits B×K: GAP of the last level, then the 1×1 classifier."""
-        pooled = self.features(x).mean(dim=(2, 3), keepdim=True)
-        return self.classifier(pooled).flatten(1)
+        return self.head(self.features(x))
 
     def cams(self, x: Tensor) -> Tensor:
         """Class activation maps ReLU(classifier(features)), B×K×h×w at the output stride."""
         return F.relu(self.class_maps(x))
 
+    def new_layers(self) -> list[nn.Module]:
+        """The freshly initialised layers (not from the backbone's weights)."""
+        return [self.classifier]
+
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        """Optimizer groups: backbone at `lr`, the freshly initialised classifier at 10×`lr`
-        (the AE-PSL / IRN practice). Only trainable parameters; each appears exactly once."""
+        """Optimizer groups: backbone at `lr`, the freshly initialised layers at 10×`lr`
+        (the AE-PSL / IRN / SEAM practice). Only trainable parameters; each appears exactly once."""
         backbone = [p for p in self.backbone.parameters() if p.requires_grad]
-        classifier = [p for p in self.classifier.parameters() if p.requires_grad]
+        new = [p for m in self.new_layers() for p in m.parameters() if p.requires_grad]
         return [
             {"name": "backbone", "params": backbone, "lr": lr, "weight_decay": weight_decay},
-            {"name": "classifier", "params": classifier, "lr": CLASSIFIER_LR_MULT * lr, "weight_decay": weight_decay},
+            {"name": "classifier", "params": new, "lr": CLASSIFIER_LR_MULT * lr, "weight_decay": weight_decay},
         ]
 
     def train(self, mode: bool = True) -> "CAMNet":

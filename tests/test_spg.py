@@ -1,0 +1,92 @@
+"""SPG (Zhang et al., ECCV 2018): guidance masks, the ignore-aware BCE, and the total loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from maskforge.models.backbones import create_backbone
+from maskforge.models.spg import IGNORE, SPGNet, guidance_mask, labelled_attention, masked_bce, spg_loss
+
+SPG_THRESHOLDS = ((0.5, 0.05), (0.7, 0.1))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("high, low", [(0.5, 0.05), (0.7, 0.1)])
+def test_guidance_mask_is_foreground_above_high_background_below_low_ignored_between(high, low):
+    attention = torch.linspace(0, 1, 101)
+    mask = guidance_mask(attention, high, low)
+    assert (mask[attention > high] == 1).all()
+    assert (mask[attention < low] == 0).all()
+    between = (attention >= low) & (attention <= high)
+    assert (mask[between] == IGNORE).all() and between.any()
+
+
+def test_guidance_thresholds_are_checked():
+    with pytest.raises(ValueError, match="low < high"):
+        guidance_mask(torch.rand(4), 0.1, 0.5)
+
+
+def test_masked_bce_ignores_the_middle_band():
+    attention = torch.rand(2, 8, 8)
+    mask = guidance_mask(attention, 0.5, 0.05)
+    ignored = mask == IGNORE
+    assert ignored.any() and (~ignored).any()
+    logits = torch.randn(2, 8, 8, requires_grad=True)
+    loss = masked_bce(logits, mask)
+    changed = logits.detach().clone()
+    changed[ignored] = torch.randn(int(ignored.sum())) * 50  # anything at all in the middle band
+    assert masked_bce(changed, mask) == loss
+    loss.backward()
+    assert (logits.grad[ignored] == 0).all() and (logits.grad[~ignored] != 0).all()
+    # …while changing a labelled pixel does change it
+    changed[~ignored] += 1.0
+    assert masked_bce(changed, mask) != loss
+
+
+def test_masked_bce_of_an_all_ignored_mask_is_zero():
+    mask = torch.full((3, 3), IGNORE, dtype=torch.uint8)
+    assert masked_bce(torch.randn(3, 3), mask) == 0
+
+
+def test_labelled_attention_uses_only_labelled_classes():
+    maps = torch.zeros(1, 3, 2, 2)
+    maps[0, 0, 0, 0] = 4.0   # labelled: its max-normalised map is 1 here
+    maps[0, 1, 1, 1] = 9.0   # not labelled: must not appear
+    maps[0, 2] = -1.0        # labelled, negative everywhere
+    attention = labelled_attention(maps, torch.tensor([[1.0, 0.0, 1.0]]))
+    assert attention[0, 0, 0] == pytest.approx(1.0, abs=1e-4)
+    assert attention[0, 1, 1] == 0 and attention[0, 0, 1] == 0
+
+
+def test_spg_loss_trains_heads_and_classifier_and_inference_is_camnet():
+    net = SPGNet(create_backbone("efficientnet_lite0", weights=None), num_classes=3)
+    images, targets = torch.randn(2, 3, 64, 64), torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    loss, parts = spg_loss(net, images, targets, SPG_THRESHOLDS)
+    assert set(parts) == {"cls", "heads", "final"} and parts["heads"] > 0
+    assert loss.item() == pytest.approx(parts["cls"] + parts["heads"] + parts["final"], rel=1e-5)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.heads.parameters())
+    assert net.final_head[0].weight.grad is not None
+    assert net.classifier.weight.grad.abs().sum() > 0
+    net.eval()
+    with torch.no_grad():
+        logits, maps, heads, final = net.guided_outputs(images)
+        torch.testing.assert_close(logits, net(images), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(net.cams(images), maps.clamp(min=0))
+    assert [h.shape[-2:] for h in heads] == [(8, 8), (4, 4)]  # levels at reductions 8 and 16
+    assert final.shape == (2, 4, 4)  # SPG-C on the last level
+
+
+def test_spg_heads_learn_at_the_classifier_rate():
+    net = SPGNet(create_backbone("efficientnet_lite0", weights=None), num_classes=3)
+    groups = net.param_groups(0.01, 1e-4)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == sum(1 for p in net.parameters() if p.requires_grad)
+    fresh = {id(p) for p in net.heads.parameters()} | {id(p) for p in net.final_head.parameters()}
+    assert fresh <= {id(p) for p in groups[1]["params"]}
+    assert groups[1]["lr"] == pytest.approx(0.1)
