@@ -158,8 +158,8 @@ class _MBConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = x
         if self.expand != 1:
-            y = F.relu6(self._bn0(self._expand_conv(y)))
-        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+            y = F.relu6(self._bn0(self._expand_conv(y)), inplace=True)
+        y = F.relu6(self._bn1(self._depthwise_conv(y)), inplace=True)
         y = self._bn2(self._project_conv(y))
         return x + y if self.residual else y
 
@@ -252,13 +252,13 @@ class EfficientNetLite0(Backbone):
         return pairs
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        x = F.relu6(self._bn0(self._conv_stem(x)))
+        x = F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
         features = []
         for i, block in enumerate(self._blocks):
             x = block(x)
             if i in self._taps:
                 features.append(x)
-        features.append(F.relu6(self._bn1(self._conv_head(x))))
+        features.append(F.relu6(self._bn1(self._conv_head(x)), inplace=True))
         return features
 
     def imagenet_logits(self, x: Tensor) -> Tensor:
