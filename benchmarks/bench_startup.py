@@ -11,6 +11,11 @@ child, which contention on a shared machine inflates far less than wall time) wi
     which imports pandas at Snakemake start-up). For `dvc status` the baseline is DVC's own
     floor: `dvc status` in an empty DVC repository.
 
+A default install beside a `.[test]` one without reinstalling torch: a venv whose .pth points at
+a folder of symlinks to the `.[test]` site-packages minus snakemake_executor_plugin_slurm* and
+pandas* (pandas comes only with the plugin, and Snakemake 9 imports pandas whenever it is
+installed, to hash params).
+
     python benchmarks/bench_startup.py --prepare /tmp/ws
     python benchmarks/bench_startup.py --workspace /tmp/ws [--python P] [--baseline-python P] [--repeats 5]
 """
