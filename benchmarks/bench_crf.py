@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from _table import Row
 from maskforge.crf import CRFParams, crf_from_labels
 from maskforge.parallel import map_in_pool
 from maskforge.data.voc import read_voc
@@ -46,23 +48,16 @@ def refine(item: tuple[np.ndarray, np.ndarray, list[int], CRFParams]) -> np.ndar
     return crf_from_labels(*item)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=48)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--band", type=int, default=8, help="erosion radius in pixels (unsure band at boundaries)")
-    parser.add_argument("--unsure", type=float, default=0.3, help="extra random fraction of unsure pixels")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+def measure(images: int, workers: list[int], band: int, unsure: float, seed: int) -> dict:
+    """CRF over the first `images` MSRC train images with each worker count: seconds, mIoU, same masks."""
     if not MSRC.exists():
         raise SystemExit(f"{MSRC} not found: this benchmark needs the MSRC dataset in VOC layout")
-
     manifest = read_voc(str(MSRC), splits={"train": "train", "val": "val"}, label_file=None)
-    ids = manifest.ids("train")[: args.images]
-    rng = np.random.default_rng(args.seed)
+    ids = manifest.ids("train")[:images]
+    rng = np.random.default_rng(seed)
     params = CRFParams()
     gts = [manifest.load_mask(i) for i in ids]
-    items = [(manifest.load_image(i), seed_like(gt, args.band, args.unsure, rng), [0, *manifest.label_ids(i).tolist()],
+    items = [(manifest.load_image(i), seed_like(gt, band, unsure, rng), [0, *manifest.label_ids(i).tolist()],
               params) for i, gt in zip(ids, gts)]
 
     num_classes = len(manifest.classes)
@@ -71,9 +66,9 @@ def main() -> None:
         seed_cm.update(seeds, gt)
 
     rows, reference = [], None
-    for workers in args.workers:
+    for count in workers:
         start = time.perf_counter()
-        outputs = list(map_in_pool(refine, items, workers))
+        outputs = list(map_in_pool(refine, items, count))
         seconds = time.perf_counter() - start
         if reference is None:
             reference = outputs
@@ -81,7 +76,30 @@ def main() -> None:
         cm = ConfusionMatrix(num_classes)
         for out, gt in zip(outputs, gts):
             cm.update(out, gt)
-        rows.append((workers, seconds, cm.miou(), same))
+        rows.append((count, seconds, cm.miou(), same))
+    return {"items": items, "params": params, "seed_cm": seed_cm, "rows": rows}
+
+
+def table_rows(tiny: bool) -> list[Row]:
+    """Rows for benchmarks/run_all.py: 2 workers vs 1 on 24 images (tiny: 2)."""
+    result = measure(2 if tiny else 24, [1, 2], 8, 0.3, 0)
+    (_, one, _, _), (_, two, miou, same) = result["rows"]
+    n = len(result["items"])
+    return [Row("crf, 2 worker processes vs 1", f"{n / two:.2f} img/s", f"{n / one:.2f} img/s", one / two,
+                f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB RSS (main process)",
+                f"CRF mIoU {miou:.1f}, same masks: {'yes' if same else 'NO'}")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--band", type=int, default=8, help="erosion radius in pixels (unsure band at boundaries)")
+    parser.add_argument("--unsure", type=float, default=0.3, help="extra random fraction of unsure pixels")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    result = measure(args.images, args.workers, args.band, args.unsure, args.seed)
+    items, params, seed_cm, rows = result["items"], result["params"], result["seed_cm"], result["rows"]
 
     sizes = sorted({f"{im.shape[1]}x{im.shape[0]}" for im, *_ in items})
     print(f"MSRC train, {len(items)} images ({', '.join(sizes)}), labels per image "

@@ -1,28 +1,45 @@
-"""make_cam throughput: its multi-scale + flip inference vs a per-image, per-scale, per-flip loop.
+"""make_cam throughput: its CAM inference vs a per-image, per-scale, per-flip loop, step by step.
 
-Same model (CAMNet on EfficientNet-Lite0 with ImageNet weights), same images (MSRC train when
-../shared/datasets/msrc exists, else synthetic), same scales. Prints images/s for both and the
-largest difference between their CAMs, for each cam.infer.batch_size given.
+Same model (CAMNet on EfficientNet-Lite0 with ImageNet weights and a fixed random classifier, 15
+classes as MSRC), same MSRC train images and labels, same scales (configs/msrc.yaml: max side
+224, scales 1.0 0.5 1.5). Each variant turns resized images into what make_cam stores: the
+labelled classes' CAMs at full image size, each divided by its max. The steps are cumulative:
 
-    python benchmarks/bench_make_cam.py [--images 32] [--scales 1.0 0.5 1.5 2.0] [--max-side 320] [--batches 1 8]
+  loop       one forward per image, scale and flip, contiguous NCHW, every class map upsampled
+  batched    image + flip in one channels_last batch per scale (maskforge.multiscale), inference_mode
+  labelled   + only the labelled classes' maps upsampled (multiscale_cams(classes=...))
+  bn-folded  + BatchNorm folded into the convs (inference_copy: what the make_cam stage runs)
+
+The machine is shared, so ratios come from interleaved repetitions in one process (every variant
+once per repetition, order rotated; ratio = loop seconds / variant seconds of the same repetition,
+median over repetitions): contention slows neighbouring runs alike and cancels in the ratio.
+
+    python benchmarks/bench_make_cam.py [--images 16] [--repeats 5] [--batches 1 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import resource
+import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from _table import Row, print_rows
 from maskforge.augment import resize_longer_side
-from maskforge.cam import multiscale_cams, same_size_batches
+from maskforge.cam import multiscale_cams, normalise_max, same_size_batches
 from maskforge.data.voc import read_voc
 from maskforge.models.backbones import create_backbone
 from maskforge.models.cam import CAMNet
+from maskforge.models.inference import inference_copy
 
 MSRC = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "msrc"
+Images = list[tuple[torch.Tensor, tuple[int, int], list[int]]]   # (resized float 3×h×w, full size, labels)
 
 
 @torch.no_grad()
@@ -40,55 +57,88 @@ def per_image_loop(model: CAMNet, image: torch.Tensor, scales) -> torch.Tensor:
     return total
 
 
-def load_images(n: int, max_side: int) -> list[torch.Tensor]:
-    if MSRC.exists():
-        manifest = read_voc(str(MSRC), splits={"train": "train", "val": "val"}, label_file=None)
-        ids = manifest.ids("train")[:n]
-        return [resize_longer_side(torch.tensor(manifest.load_image(i)).permute(2, 0, 1), max_side).float() for i in ids]
-    generator = torch.Generator().manual_seed(0)
-    return [torch.rand(3, 213, 320, generator=generator) * 255 for _ in range(n)]
+def stored(cam: torch.Tensor, full: tuple[int, int]) -> torch.Tensor:
+    """What make_cam writes from a summed CAM at the resized size: full size, each map / its max."""
+    return normalise_max(F.interpolate(cam[None], size=full, mode="bilinear", align_corners=False)[0])
+
+
+def run_loop(model: CAMNet, images: Images, scales) -> list[torch.Tensor]:
+    return [stored(per_image_loop(model, x, scales)[[c - 1 for c in labels]], full) for x, full, labels in images]
+
+
+def run_batched(model: torch.nn.Module, images: Images, scales, batch_size: int, labelled: bool) -> list[torch.Tensor]:
+    """make_cam's loop: same-size batches, multiscale_cams (all classes, or the batch's labelled ones)."""
+    out: list[torch.Tensor | None] = [None] * len(images)
+    for batch in same_size_batches([tuple(x.shape[-2:]) for x, _, _ in images], batch_size):
+        present = sorted(set().union(*(images[i][2] for i in batch))) if labelled else None
+        cams = multiscale_cams(model, torch.stack([images[i][0] for i in batch]), scales, classes=present)
+        for i, cam in zip(batch, cams):
+            own = images[i][2]
+            out[i] = stored(cam[[present.index(c) if labelled else c - 1 for c in own]], images[i][1])
+    return out
+
+
+def load_images(n: int, max_side: int) -> Images:
+    if not MSRC.exists():
+        raise SystemExit(f"{MSRC} not found: this benchmark needs the MSRC dataset in VOC layout")
+    manifest = read_voc(str(MSRC), splits={"train": "train", "val": "val"}, label_file=None)
+    out = []
+    for i in manifest.ids("train")[:n]:
+        image = torch.tensor(manifest.load_image(i)).permute(2, 0, 1)
+        out.append((resize_longer_side(image, max_side).float(), tuple(image.shape[-2:]), manifest.label_ids(i).tolist()))
+    return out
+
+
+def measure(images_n: int, repeats: int, batches: list[int], scales: list[float], max_side: int) -> list[Row]:
+    """Interleaved repetitions of every variant; rows with median seconds and median ratio to the loop."""
+    torch.manual_seed(0)
+    images = load_images(images_n, max_side)
+    model = CAMNet(create_backbone("efficientnet_lite0", "imagenet"), 15).eval()
+    channels_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    fast = inference_copy(model)
+    variants: dict[str, Callable[[], list[torch.Tensor]]] = {
+        "loop": lambda: run_loop(model, images, scales),
+        "batched": lambda: run_batched(channels_last, images, scales, 1, labelled=False),
+        "labelled": lambda: run_batched(channels_last, images, scales, 1, labelled=True),
+        "bn-folded": lambda: run_batched(fast, images, scales, 1, labelled=True),
+        **{f"bn-folded, batch {b}": (lambda b=b: run_batched(fast, images, scales, b, labelled=True))
+           for b in batches if b != 1},
+    }
+    reference = variants["loop"]()
+    diff = {name: max(float((a - b).abs().max() / a.abs().max().clamp(min=1e-12)) for a, b in zip(reference, run()))
+            for name, run in variants.items()}
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            start = time.perf_counter()
+            variants[name]()
+            seconds[name].append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    n = len(images)
+    return [Row(f"make_cam {name}" + ("" if ", batch" in name else " (batch 1)"),
+                f"{n / statistics.median(seconds[name]):.2f} img/s", f"{n / statistics.median(seconds['loop']):.2f} img/s",
+                statistics.median(a / b for a, b in zip(seconds["loop"], seconds[name])), f"{peak:.0f} MiB RSS (process)",
+                f"max rel. CAM diff {diff[name]:.1e}")
+            for name in names if name != "loop"]
+
+
+def table_rows(tiny: bool) -> list[Row]:
+    """Rows for benchmarks/run_all.py: 16 MSRC images at the msrc sizes, 5 repetitions (tiny: a smoke test)."""
+    return measure(1, 1, [1], [1.0], 64) if tiny else measure(16, 5, [1], [1.0, 0.5, 1.5], 224)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=32)
-    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5, 1.5, 2.0])
-    parser.add_argument("--max-side", type=int, default=320)
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5, 1.5])
+    parser.add_argument("--max-side", type=int, default=224)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="cam.infer.batch_size values")
     args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    images = load_images(args.images, args.max_side)
-    model = CAMNet(create_backbone("efficientnet_lite0", "imagenet"), 15).eval().to(device)
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    per_image_loop(model, images[0].to(device), args.scales[:1])     # warm-up
-    sync()
-    start = time.perf_counter()
-    loop = [per_image_loop(model, x.to(device), args.scales) for x in images]
-    sync()
-    loop_s = time.perf_counter() - start
-
-    model = model.to(memory_format=torch.channels_last)
-    rows = [("per-image, per-scale, per-flip loop", loop_s, 0.0)]
-    for batch_size in args.batches:
-        batched: list[torch.Tensor | None] = [None] * len(images)
-        start = time.perf_counter()
-        for batch in same_size_batches([tuple(x.shape[-2:]) for x in images], batch_size):
-            cams = multiscale_cams(model, torch.stack([images[i] for i in batch]).to(device), args.scales)
-            for i, cam in zip(batch, cams):
-                batched[i] = cam
-        sync()
-        diff = max((a - b).abs().max().item() / (a.abs().max().item() + 1e-6) for a, b in zip(loop, batched))
-        rows.append((f"make_cam, batch_size {batch_size}", time.perf_counter() - start, diff))
-
-    print(f"device: {device}, threads: {torch.get_num_threads()}, images: {len(images)}, "
-          f"scales: {args.scales} + flip, max side {args.max_side}")
-    print(f"{'method':<38}{'seconds':>9}{'images/s':>10}{'speed-up':>10}{'max rel. diff':>15}")
-    for name, seconds, diff in rows:
-        print(f"{name:<38}{seconds:>9.2f}{len(images) / seconds:>10.2f}{loop_s / seconds:>9.2f}x{diff:>15.1e}")
+    print(f"MSRC train, {args.images} images, max side {args.max_side}, scales {args.scales} + flip, "
+          f"{torch.get_num_threads()} torch thread(s), {args.repeats} interleaved repetitions (median)")
+    print_rows(measure(args.images, args.repeats, args.batches, args.scales, args.max_side))
 
 
 if __name__ == "__main__":

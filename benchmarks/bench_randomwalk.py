@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from _table import Row
 from maskforge.irn import STRIDE
 from maskforge.randomwalk import bounded_random_walk, dense_random_walk, upsample_scores, walk_labels
 
@@ -85,7 +86,7 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"seconds": seconds, "peak_bytes": peak}))
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--height", type=int, default=375)
     parser.add_argument("--width", type=int, default=500)
@@ -100,7 +101,11 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["dense", "bounded"], choices=sorted(WALKS))
     parser.add_argument("--variant", choices=sorted(WALKS), help=argparse.SUPPRESS)   # child process
     parser.add_argument("--scores", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.variant:
         child(args)
         return
@@ -109,6 +114,17 @@ def main() -> None:
     print(f"{args.width}×{args.height} image → {w}×{h} = {h * w} positions at stride {STRIDE}; radius {args.radius}, "
           f"β {args.beta}, 2^{args.exp_times} steps, K = {args.classes}, device {args.device}, "
           f"{args.threads} thread(s)", flush=True)
+    results, agree, difference = measure(args)
+    print("\n| walk | time (s) | peak memory (MiB) |\n| --- | ---: | ---: |")
+    for variant, r in results.items():
+        print(f"| {variant} | {r['seconds']:.2f} | {r['peak_bytes'] / 2**20:.1f} |")
+    if agree is not None:
+        print(f"\nlabels agree on {agree:.6f} of the {args.height}×{args.width} pixels; "
+              f"max |score difference| / max score = {difference:.2e}")
+
+
+def measure(args: argparse.Namespace) -> tuple[dict, float | None, float | None]:
+    """Each variant in its own subprocess: {variant: seconds, peak_bytes}, label agreement, score difference."""
     results, scores = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for variant in args.variants:
@@ -119,19 +135,25 @@ def main() -> None:
                                  capture_output=True, text=True, check=True)
             results[variant] = json.loads(run.stdout.strip().splitlines()[-1])
             scores[variant] = torch.from_numpy(np.load(out))
-
+    if len(scores) != 2:
+        return results, None, None
     classes = list(range(1, args.classes + 1))
     labels = {v: walk_labels(upsample_scores(s, (args.height, args.width), (args.height, args.width)), classes,
                              args.bg_score) for v, s in scores.items()}
-    print("\n| walk | time (s) | peak memory (MiB) |\n| --- | ---: | ---: |")
-    for variant, r in results.items():
-        print(f"| {variant} | {r['seconds']:.2f} | {r['peak_bytes'] / 2**20:.1f} |")
-    if len(scores) == 2:
-        a, b = scores.values()
-        agree = float(np.mean(labels["dense"] == labels["bounded"]))
-        difference = float((a - b).abs().max() / a.abs().max().clamp(min=1e-12))
-        print(f"\nlabels agree on {agree:.6f} of the {args.height}×{args.width} pixels; "
-              f"max |score difference| / max score = {difference:.2e}")
+    a, b = scores["dense"], scores["bounded"]
+    agree = float(np.mean(labels["dense"] == labels["bounded"]))
+    return results, agree, float((a - b).abs().max() / a.abs().max().clamp(min=1e-12))
+
+
+def table_rows(tiny: bool) -> list[Row]:
+    """Rows for benchmarks/run_all.py: the bounded walk vs IRN's dense walk, 500×375 (tiny: 64×48)."""
+    args = parser().parse_args(["--height", "48", "--width", "64"] if tiny else [])
+    results, agree, difference = measure(args)
+    dense, bounded = results["dense"], results["bounded"]
+    return [Row(f"random walk {args.width}×{args.height}, bounded vs IRN dense", f"{bounded['seconds']:.2f} s",
+                f"{dense['seconds']:.2f} s", dense["seconds"] / bounded["seconds"],
+                f"{bounded['peak_bytes'] / 2**20:.1f} vs {dense['peak_bytes'] / 2**20:.1f} MiB peak",
+                f"labels agree {agree:.4f}, score diff {difference:.1e}")]
 
 
 if __name__ == "__main__":

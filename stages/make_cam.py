@@ -19,12 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from maskforge.augment import resize_longer_side
-from maskforge.cam import multiscale_cams, normalise_cams, part_of, same_size_batches
+from maskforge.cam import multiscale_cams, normalise_max, part_of, same_size_batches
 from maskforge.cam_methods import get_method, method_knobs, network_from_checkpoint
 from maskforge.config import ConfigError
 from maskforge.checkpoint import load_model
 from maskforge.data.manifest import Manifest
 from maskforge.erasing import round_image
+from maskforge.models.inference import inference_copy
 from maskforge.store import StoreWriter, input_digest, open_store
 from maskforge.training import pick_device
 from stages._stage import parse_stage_args, run_stage
@@ -36,8 +37,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
     regions = open_store(args.regions, kind="region") if args.regions else None
     device = pick_device()
-    model = load_model(args.ckpt, "cam", lambda state: network_from_checkpoint(state, len(manifest.classes) - 1,
-                                                                               cam["method"]), device)
+    model = inference_copy(load_model(args.ckpt, "cam", lambda state: network_from_checkpoint(
+        state, len(manifest.classes) - 1, cam["method"]), device))    # BatchNorm folded, channels_last
     model = get_method(cam["method"]).inference_view(model, method_knobs(cam))
     ids = manifest.ids("train")
     if args.part is not None:
@@ -54,11 +55,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         for batch in same_size_batches(sizes, infer["batch_size"]):
             full = [torch.tensor(round_image(manifest, regions, ids[i])).permute(2, 0, 1) for i in batch]
             images = torch.stack([resize_longer_side(x, infer["max_side"]) for x in full]).float().to(device)
-            cams = multiscale_cams(model, images, infer["scales"])
-            for i, image, cam in zip(batch, full, cams):
+            labels = [manifest.label_ids(ids[i]).tolist() for i in batch]
+            present = sorted(set().union(*labels))          # only these maps are upsampled
+            cams = multiscale_cams(model, images, infer["scales"], classes=present)
+            for i, image, cam, own in zip(batch, full, cams, labels):
+                cam = cam[[present.index(c) for c in own]]
                 cam = F.interpolate(cam[None], size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
-                labels = manifest.label_ids(ids[i])
-                writer.add(ids[i], normalise_cams(cam, labels).cpu().numpy(), classes=labels.tolist())
+                writer.add(ids[i], normalise_max(cam).cpu().numpy(), classes=own)
     print(f"make_cam: {len(ids)} images, scales {infer['scales']} + flip"
           + (f", part {args.part} of {infer['shards']}" if args.part is not None else ""), flush=True)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maskforge.cam import cam_argmax, multiscale_cams, normalise_cams, same_size_batches, seeds_from_cams
+from maskforge.cam import cam_argmax, multiscale_cams, normalise_max, same_size_batches, seeds_from_cams
 
 
 class PixelCAM(torch.nn.Module):
@@ -36,12 +36,20 @@ def test_multiscale_cams_sum_scales_and_flips_in_one_batch_per_scale():
     assert cams.shape == (2, 3, 8, 12) and model.calls == [(4, 3, 8, 12), (4, 3, 4, 6)]
 
 
-def test_normalise_keeps_labelled_classes_each_with_max_one():
-    cams = torch.rand(5, 6, 6) * 7
-    out = normalise_cams(cams, [2, 5])
-    assert out.shape == (2, 6, 6)
-    assert torch.allclose(out.flatten(1).amax(1), torch.ones(2), atol=1e-4)
-    assert torch.allclose(out[1], cams[4] / (cams[4].max() + 1e-5))
+def test_multiscale_cams_of_chosen_classes_equal_those_channels_of_all():
+    model = PixelCAM()
+    images = torch.rand(2, 3, 8, 12) * 255
+    every = multiscale_cams(model, images, [1.0, 0.5, 1.5])
+    assert torch.equal(multiscale_cams(model, images, [1.0, 0.5, 1.5], classes=[3, 1]), every[:, [2, 0]])
+    assert multiscale_cams(model, images, [1.0, 0.5], classes=[]).shape == (2, 0, 8, 12)
+
+
+def test_normalise_max_gives_each_map_max_one_and_keeps_zero_maps():
+    cams = torch.rand(2, 6, 6) * 7
+    cams[1] = 0
+    out = normalise_max(cams)
+    assert torch.allclose(out[0], cams[0] / (cams[0].max() + 1e-5)) and out[0].max() > 0.999
+    assert not out[1].any()
 
 
 @pytest.mark.parametrize("tau", [0.1, 0.5, 0.9])

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from maskforge.augment import color_jitter, random_scale_flip_crop
+from maskforge.multiscale import multiscale_flip_sum
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -37,23 +38,25 @@ def training_batches(images: Sequence[torch.Tensor], labels: torch.Tensor, *, ba
         yield torch.stack(crops), labels[chosen]
 
 
-@torch.inference_mode()
-def multiscale_cams(model: torch.nn.Module, images: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
+def multiscale_cams(model: torch.nn.Module, images: torch.Tensor, scales: Sequence[float],
+                    classes: Sequence[int] | None = None) -> torch.Tensor:
     """Σ over scales of CAM(x_s) + flip(CAM(flip(x_s))), each upsampled to the input size.
 
-    `images`: float 0..255 B×3×H×W of one size; returns B×K×H×W (all classes, unnormalised).
-    An image and its flip run as one batch; channels_last suits the convolutions on CPU and GPU.
+    `images`: float 0..255 B×3×H×W of one size; `model` exposes `num_classes`, `backbone.normalize`
+    and `cams` (normalised images → B×K×h×w). Returns B×K×H×W (all classes, unnormalised), or
+    with `classes` (1-based label ids) only those maps, B×len(classes)×H×W: picked at CAM
+    resolution, so only the labelled maps are upsampled (per-channel, so the values are the same).
     """
-    b, _, h, w = images.shape
-    total = images.new_zeros((b, model.num_classes, h, w))
-    for scale in scales:
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        scaled = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-        both = torch.cat([scaled, scaled.flip(-1)]).contiguous(memory_format=torch.channels_last)
-        cams = model.cams(model.backbone.normalize(both)).float()
-        cams = cams[:b] + cams[b:].flip(-1)
-        total += F.interpolate(cams, size=(h, w), mode="bilinear", align_corners=False)
-    return total
+    if classes is not None and len(classes) == 0:               # no labelled class: nothing to infer
+        return images.new_zeros((images.shape[0], 0, *images.shape[-2:]))
+    index = None if classes is None else torch.as_tensor([c - 1 for c in classes], dtype=torch.long,
+                                                         device=images.device)
+
+    def scores(x: torch.Tensor) -> torch.Tensor:
+        cams = model.cams(model.backbone.normalize(x))
+        return (cams if index is None else cams.index_select(1, index)).float()
+
+    return multiscale_flip_sum(scores, images, scales)
 
 
 def gradcams(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -90,11 +93,9 @@ class CamView(torch.nn.Module):
         return self._cams(x)
 
 
-def normalise_cams(cams: torch.Tensor, label_ids: Sequence[int]) -> torch.Tensor:
-    """Keep the labelled classes (1-based ids, background excluded) and divide each by its max."""
-    index = torch.as_tensor([c - 1 for c in label_ids], dtype=torch.long, device=cams.device)
-    kept = cams.index_select(0, index)
-    return kept / (kept.flatten(1).amax(dim=1).view(-1, 1, 1) + 1e-5)
+def normalise_max(cams: torch.Tensor) -> torch.Tensor:
+    """Each class map (K×H×W) divided by its max (IRN: + 1e-5 so an all-zero map stays 0)."""
+    return cams / (cams.flatten(1).amax(dim=1).view(-1, 1, 1) + 1e-5)
 
 
 def cam_argmax(cams: np.ndarray, classes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

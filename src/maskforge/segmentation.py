@@ -27,6 +27,7 @@ from maskforge.augment import random_scale_flip_crop_pair
 from maskforge.crf import CRFParams, crf_from_scores
 from maskforge.distributed import rank_share
 from maskforge.metrics import IGNORE, ConfusionMatrix
+from maskforge.multiscale import multiscale_flip_sum
 
 __all__ = ["UNSURE", "apply_confidence", "labelled_cross_entropy", "labels_from_probs", "online_psl_target",
            "predict_probs", "segmentation_loss", "steps_per_epoch", "training_batches", "validation_miou"]
@@ -128,22 +129,12 @@ def segmentation_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     return loss
 
 
-@torch.inference_mode()
 def predict_probs(model: torch.nn.Module, images: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
     """Softmax scores averaged over `scales` and horizontal flips, each at the input size.
 
-    `images` float 0..255 B×3×H×W of one size; returns B×K×H×W (a probability per pixel). An
-    image and its flip run as one batch (channels_last, as for CAM inference)."""
-    b, _, h, w = images.shape
-    total = None
-    for scale in scales:
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        scaled = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-        both = torch.cat([scaled, scaled.flip(-1)]).contiguous(memory_format=torch.channels_last)
-        probs = model(both)["out"].float().softmax(dim=1)
-        probs = F.interpolate(probs[:b] + probs[b:].flip(-1), size=(h, w), mode="bilinear", align_corners=False)
-        total = probs if total is None else total + probs
-    return total / (2 * len(scales))
+    `images` float 0..255 B×3×H×W of one size; returns B×K×H×W (a probability per pixel).
+    The multi-scale + flip sum is `multiscale_flip_sum`, shared with CAM inference."""
+    return multiscale_flip_sum(lambda x: model(x)["out"].float().softmax(dim=1), images, scales) / (2 * len(scales))
 
 
 def apply_confidence(probs: torch.Tensor, p: float) -> torch.Tensor:

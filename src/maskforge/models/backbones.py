@@ -92,6 +92,11 @@ class Backbone(nn.Module):
     def imagenet_logits(self, x: Tensor) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no ImageNet head")
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, str, str]]:
+        """(parent module, conv name, BatchNorm name) for every BatchNorm that normalises exactly
+        one conv's output: what `maskforge.models.inference.inference_copy` folds."""
+        raise NotImplementedError(f"{type(self).__name__} does not list its conv → BatchNorm pairs")
+
 
 # --------------------------------------------------------------------------------------------
 # EfficientNet-Lite0 / Lite2
@@ -116,9 +121,10 @@ class _SameConv2d(nn.Conv2d):
             total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
             pads.append((total // 2, total - total // 2))
         (top, bottom), (left, right) = pads
-        if top or bottom or left or right:
-            x = F.pad(x, (left, right, top, bottom))
-        return super().forward(x)
+        if top == bottom and left == right:   # symmetric: the conv pads itself, without F.pad's copy
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+        return F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, self.bias, self.stride, 0,
+                        self.dilation, self.groups)
 
 
 def _conv(padding: str, cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -158,8 +164,8 @@ class _MBConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = x
         if self.expand != 1:
-            y = F.relu6(self._bn0(self._expand_conv(y)))
-        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+            y = F.relu6(self._bn0(self._expand_conv(y)), inplace=True)
+        y = F.relu6(self._bn1(self._depthwise_conv(y)), inplace=True)
         y = self._bn2(self._project_conv(y))
         return x + y if self.residual else y
 
@@ -246,14 +252,22 @@ class EfficientNetLite(Backbone):
     def drop_head(self) -> None:
         self._fc = None
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, str, str]]:
+        pairs: list[tuple[nn.Module, str, str]] = [(self, "_conv_stem", "_bn0"), (self, "_conv_head", "_bn1")]
+        for block in self._blocks:
+            if block.expand != 1:
+                pairs.append((block, "_expand_conv", "_bn0"))
+            pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+        return pairs
+
     def forward(self, x: Tensor) -> list[Tensor]:
-        x = F.relu6(self._bn0(self._conv_stem(x)))
+        x = F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
         features = []
         for i, block in enumerate(self._blocks):
             x = block(x)
             if i in self._taps:
                 features.append(x)
-        features.append(F.relu6(self._bn1(self._conv_head(x))))
+        features.append(F.relu6(self._bn1(self._conv_head(x)), inplace=True))
         return features
 
     def imagenet_logits(self, x: Tensor) -> Tensor:
@@ -300,6 +314,14 @@ class ResNetBackbone(Backbone):
 
     def drop_head(self) -> None:
         self.fc = None
+
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, str, str]]:
+        pairs: list[tuple[nn.Module, str, str]] = [(self, "conv1", "bn1")]
+        for block in (*self.layer1, *self.layer2, *self.layer3, *self.layer4):   # torchvision Bottlenecks
+            pairs += [(block, f"conv{i}", f"bn{i}") for i in (1, 2, 3)]
+            if block.downsample is not None:
+                pairs.append((block.downsample, "0", "1"))
+        return pairs
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
