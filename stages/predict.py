@@ -37,7 +37,8 @@ def load_seg_model(path: str, classes: list[str], device: torch.device) -> DeepL
     if state["classes"] != classes:
         raise CheckpointError(f"{path}: trained on classes {state['classes']}, the dataset has {classes}"
                               " — retrain on this dataset")
-    model = DeepLab(create_backbone(state["backbone"], None, state["output_stride"]), len(classes), psl=state["psl"])
+    model = DeepLab(create_backbone(state["backbone"], None, state["output_stride"]), len(classes), state["branch"],
+                    state["attention_dim"])
     model.load_state_dict(state["model"])
     return model.to(device, memory_format=torch.channels_last).eval()
 
