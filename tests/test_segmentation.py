@@ -1,5 +1,6 @@
-"""The segmentation stage's core (AE-PSL loss, online PSL label, test threshold, DeepLab) and a
-CPU smoke run ground_truth → train_seg (with and without PSL) → predict → evaluate."""
+"""The segmentation stage's core (AE-PSL loss, online PSL label, test threshold, DeepLab, the
+training set) and a CPU smoke run ground_truth → train_seg (deeplab with and without PSL, and
+pseudoseg on half the GT masks) → predict → evaluate."""
 
 import csv
 import json
@@ -15,9 +16,9 @@ from maskforge.data.manifest import Manifest
 from maskforge.models.backbones import create_backbone
 from maskforge.models.deeplab import HEAD_LR_MULT, DeepLab
 from maskforge.segmentation import (UNSURE, apply_confidence, labelled_cross_entropy, labels_from_probs,
-                                    online_psl_target, predict_probs, segmentation_loss, steps_per_epoch,
-                                    training_batches)
-from maskforge.store import open_store
+                                    load_training_set, online_psl_target, predict_probs, segmentation_loss,
+                                    steps_per_epoch, training_batches)
+from maskforge.store import StoreError, open_store
 from pipeline import run_cam_pipeline
 from stages import evaluate, ground_truth, predict, train_seg
 
@@ -223,3 +224,20 @@ def test_train_seg_and_predict_write_checkpoint_curve_store_and_pngs(seg_run, va
     assert Image.open(f"{out['pngs']}/{pngs[0]}").mode == "P"
     metrics = json.load(open(out["metrics"]))
     assert metrics["split"] == "val" and 0 <= metrics["miou"] <= 100
+
+
+def test_training_set_holds_the_train_images_masks_and_labels_of_a_store(seg_run):
+    manifest = Manifest.read(f"{seg_run['prepared']}/manifest.json")
+    data = load_training_set(manifest, seg_run["gt"], max_side=10_000)
+    assert data.ids == manifest.ids("train") and data.labels.dtype == torch.float32
+    for image_id, image, mask, labels in zip(data.ids, data.images, data.masks, data.labels):
+        assert np.array_equal(image.permute(1, 2, 0).numpy(), manifest.load_image(image_id))
+        assert np.array_equal(mask.numpy(), manifest.load_mask(image_id))
+        assert np.array_equal(labels.numpy(), manifest.multi_hot(image_id))
+    small = load_training_set(manifest, seg_run["gt"], max_side=16)
+    assert all(max(i.shape[-2:]) <= 16 and i.shape[-2:] == m.shape for i, m in zip(small.images, small.masks))
+    picked = data.subset(data.ids[:0:-1])
+    assert picked.ids == data.ids[:0:-1] and torch.equal(picked.labels, data.labels.flip(0)[:-1])
+    assert picked.masks[0] is data.masks[-1]
+    with pytest.raises(StoreError, match="none of its .* train split"):
+        load_training_set(manifest, seg_run["plain"]["store"], max_side=16)      # predictions: val ids only
