@@ -37,7 +37,8 @@ def seg_network(state: dict, classes: list[str]) -> DeepLab:
     """The untrained DeepLab of a seg checkpoint, which must be trained on `classes`."""
     if state["classes"] != classes:
         raise CheckpointError(f"trained on classes {state['classes']}, the dataset has {classes} — retrain on this dataset")
-    return DeepLab(create_backbone(state["backbone"], None, state["output_stride"]), len(classes), psl=state["psl"])
+    return DeepLab(create_backbone(state["backbone"], None, state["output_stride"]), len(classes), state["branch"],
+                   state["attention_dim"])
 
 
 def refine(item: tuple[np.ndarray, np.ndarray, float, CRFParams | None]) -> np.ndarray:

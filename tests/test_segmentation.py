@@ -1,5 +1,6 @@
-"""The segmentation stage's core (AE-PSL loss, online PSL label, test threshold, DeepLab) and a
-CPU smoke run ground_truth → train_seg (with and without PSL) → predict → evaluate."""
+"""The segmentation stage's core (AE-PSL loss, online PSL label, test threshold, DeepLab, the
+training set) and a CPU smoke run ground_truth → train_seg (deeplab with and without PSL, and
+pseudoseg on half the GT masks) → predict → evaluate."""
 
 import csv
 import json
@@ -15,9 +16,9 @@ from maskforge.data.manifest import Manifest
 from maskforge.models.backbones import create_backbone
 from maskforge.models.deeplab import HEAD_LR_MULT, DeepLab
 from maskforge.segmentation import (UNSURE, apply_confidence, labelled_cross_entropy, labels_from_probs,
-                                    online_psl_target, predict_probs, segmentation_loss, steps_per_epoch,
-                                    training_batches)
-from maskforge.store import open_store
+                                    load_training_set, online_psl_target, predict_probs, segmentation_loss,
+                                    steps_per_epoch, training_batches)
+from maskforge.store import StoreError, open_store
 from pipeline import run_cam_pipeline
 from stages import evaluate, ground_truth, predict, train_seg
 
@@ -82,14 +83,15 @@ def test_confidence_threshold_sends_unsure_pixels_to_background(p, expected):
     assert labels_from_probs(image, probs.numpy(), p).flatten().tolist() == expected
 
 
-@pytest.mark.parametrize("psl_branch", [False, True])
-def test_deeplab_outputs_full_size_logits_and_image_logits(psl_branch):
+@pytest.mark.parametrize("branch", [None, "psl", "pseudoseg"])
+def test_deeplab_outputs_full_size_logits_and_image_logits(branch):
     torch.manual_seed(0)
-    model = DeepLab(create_backbone("efficientnet_lite0", None, 16), 4, psl=psl_branch).eval()
+    model = DeepLab(create_backbone("efficientnet_lite0", None, 16), 4, branch, attention_dim=8).eval()
     with torch.no_grad():
-        out = model(torch.rand(2, 3, 50, 70) * 255)
+        out = model(torch.rand(2, 3, 50, 70) * 255, torch.tensor([[1.0, 0, 0], [0, 1, 1]]))
     assert out["out"].shape == (2, 4, 50, 70)
-    assert ("cls" in out) == psl_branch and (not psl_branch or out["cls"].shape == (2, 3))
+    assert ("cls" in out) == (branch is not None) and (branch is None or out["cls"].shape == (2, 3))
+    assert ("sgc" in out) == (branch == "pseudoseg") and (branch != "pseudoseg" or out["sgc"].shape == (2, 4, 4, 5))
     groups = model.param_groups(0.01, 1e-4)
     assert groups[1]["lr"] == HEAD_LR_MULT * groups[0]["lr"]
     ids = [id(p) for g in groups for p in g["params"]]
@@ -170,14 +172,20 @@ def seg_run(tmp_path_factory):
     params = str(root / "cam" / "params.yaml")
     d["gt"] = str(root / "gt")
     ground_truth.main(["--params-file", params, "--prepared", d["prepared"], "--store", d["gt"]])
-    for variant, psl_on, crf_on in (("plain", False, False), ("psl", True, True)):
+    for variant, method, psl_on, crf_on in (("plain", "deeplab", False, False), ("psl", "deeplab", True, True),
+                                            ("pseudoseg", "pseudoseg", False, False)):
         config = yaml.safe_load(open(params))
-        config["seg"]["psl"], config["seg"]["infer"]["crf"] = psl_on, crf_on
+        config["seg"]["method"], config["seg"]["infer"]["crf"] = method, crf_on
+        config["seg"]["psl"].update(enabled=psl_on, start_epoch=0)
+        if method == "pseudoseg":
+            config["seg"]["labelled_fraction"] = 0.5
+            config["seg"]["pseudoseg"]["attention_dim"] = 8
         variant_params = root / f"{variant}.yaml"
         variant_params.write_text(yaml.safe_dump(config))
         p = ["--params-file", str(variant_params), "--prepared", d["prepared"]]
         out = {k: str(root / f"{variant}_{k}") for k in ("ckpt", "curve", "store", "pngs", "metrics")}
-        train_seg.main(p + ["--labels", d["seeds"], "--ckpt", out["ckpt"], "--curve", out["curve"]])
+        labels = d["gt"] if method == "pseudoseg" else d["seeds"]
+        train_seg.main(p + ["--labels", labels, "--ckpt", out["ckpt"], "--curve", out["curve"]])
         predict.main(p + ["--ckpt", out["ckpt"], "--store", out["store"], "--pngs", out["pngs"]])
         evaluate.main(p + ["--store", out["store"], "--metrics", out["metrics"]])
         d[variant] = out
@@ -192,12 +200,14 @@ def test_ground_truth_store_holds_the_train_masks(seg_run):
             assert np.array_equal(gt[image_id], manifest.load_mask(image_id))
 
 
-@pytest.mark.parametrize("variant", ["plain", "psl"])
+@pytest.mark.parametrize("variant", ["plain", "psl", "pseudoseg"])
 def test_train_seg_and_predict_write_checkpoint_curve_store_and_pngs(seg_run, variant):
     from maskforge.checkpoint import load_checkpoint
     out = seg_run[variant]
     state = load_checkpoint(out["ckpt"], "seg")
-    assert state["psl"] == (variant == "psl") and any(k.startswith("psl_classifier") for k in state["model"]) == state["psl"]
+    assert state["branch"] == {"plain": None}.get(variant, variant)
+    assert any(k.startswith("image_classifier") for k in state["model"]) == (variant != "plain")
+    assert any(k.startswith("sgc.") for k in state["model"]) == (variant == "pseudoseg")
     rows = list(csv.DictReader(open(out["curve"])))
     assert list(rows[0]) == ["epoch", "step", "loss", "lr", "val_miou"] and len(rows) == 1
     assert float(rows[0]["loss"]) > 0 and 0 <= float(rows[0]["val_miou"]) <= 100
@@ -214,3 +224,20 @@ def test_train_seg_and_predict_write_checkpoint_curve_store_and_pngs(seg_run, va
     assert Image.open(f"{out['pngs']}/{pngs[0]}").mode == "P"
     metrics = json.load(open(out["metrics"]))
     assert metrics["split"] == "val" and 0 <= metrics["miou"] <= 100
+
+
+def test_training_set_holds_the_train_images_masks_and_labels_of_a_store(seg_run):
+    manifest = Manifest.read(f"{seg_run['prepared']}/manifest.json")
+    data = load_training_set(manifest, seg_run["gt"], max_side=10_000)
+    assert data.ids == manifest.ids("train") and data.labels.dtype == torch.float32
+    for image_id, image, mask, labels in zip(data.ids, data.images, data.masks, data.labels):
+        assert np.array_equal(image.permute(1, 2, 0).numpy(), manifest.load_image(image_id))
+        assert np.array_equal(mask.numpy(), manifest.load_mask(image_id))
+        assert np.array_equal(labels.numpy(), manifest.multi_hot(image_id))
+    small = load_training_set(manifest, seg_run["gt"], max_side=16)
+    assert all(max(i.shape[-2:]) <= 16 and i.shape[-2:] == m.shape for i, m in zip(small.images, small.masks))
+    picked = data.subset(data.ids[:0:-1])
+    assert picked.ids == data.ids[:0:-1] and torch.equal(picked.labels, data.labels.flip(0)[:-1])
+    assert picked.masks[0] is data.masks[-1]
+    with pytest.raises(StoreError, match="none of its .* train split"):
+        load_training_set(manifest, seg_run["plain"]["store"], max_side=16)      # predictions: val ids only

@@ -10,6 +10,14 @@ AE-PSL (Wei et al., "Object Region Mining with Adversarial Erasing", CVPR 2017):
 - §3.2 online PSL: a classification branch predicts image-level scores v; the online label is
   Ŝ = argmax over c ∈ {background} ∪ image labels of ([1, v] ⊗ f)_c, recomputed every step
   without gradient, and the loss is J(f, S) + J(f, Ŝ) (+ the branch's multi-label loss).
+  Warm-up (`OnlinePSL.start_epoch`): the paper fine-tunes a DeepLab that already segments, so its
+  f and v are meaningful when Ŝ is first formed. Trained from ImageNet weights, f starts near
+  uniform and v near 0.5, so [1, v] ⊗ f favours background almost everywhere and J(f, Ŝ) (as
+  heavy as J(f, S)) teaches the net to answer background: measured on MSRC, 34.2 → 18.6 mIoU.
+  So for the first `start_epoch` epochs the loss is J(f, S) plus the branch's multi-label loss
+  (v learns the image labels meanwhile), and J(f, Ŝ) enters afterwards, weighted by `weight`
+  (1 in the paper) — the ramp-up of pseudo-label losses in self-ensembling (Laine & Aila, ICLR
+  2017; Tarvainen & Valpola, NeurIPS 2017) reduced to a step.
 - §4: at test time, pixels whose best class probability is below p (0.1) become background.
 
 Inference is multi-scale + horizontal flip (DeepLab): softmax averaged at full size.
@@ -17,20 +25,24 @@ Inference is multi-scale + horizontal flip (DeepLab): softmax averaged at full s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from maskforge.augment import random_scale_flip_crop_pair
+from maskforge.augment import random_scale_flip_crop_pair, resize_longer_side
 from maskforge.crf import CRFParams, crf_from_scores
+from maskforge.data.manifest import Manifest
 from maskforge.distributed import rank_share
 from maskforge.metrics import IGNORE, ConfusionMatrix
-from maskforge.multiscale import multiscale_flip_sum
+from maskforge.store import StoreError, open_store
 
-__all__ = ["UNSURE", "apply_confidence", "labelled_cross_entropy", "labels_from_probs", "online_psl_target",
-           "predict_probs", "segmentation_loss", "steps_per_epoch", "training_batches", "validation_miou"]
+__all__ = ["UNSURE", "OnlinePSL", "TrainingSet", "apply_confidence", "labelled_cross_entropy", "labelled_split",
+           "labels_from_probs", "load_training_set", "online_psl_target", "predict_probs", "segmentation_loss",
+           "steps_per_epoch", "training_batches", "validation_miou"]
 
 # In training crops, a pseudo mask's own ignore pixels (255: "unsure") are carried as UNSURE so
 # that 255 marks only the crop's padding: J(f, S) ignores both, J(f, Ŝ) supervises unsure pixels
@@ -38,6 +50,51 @@ __all__ = ["UNSURE", "apply_confidence", "labelled_cross_entropy", "labels_from_
 UNSURE = 254
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Train images (uint8 3×h×w), their masks (uint8 h×w, 255 = ignore) and multi-hot image labels
+    (float N×(K−1)), in the order of `ids`."""
+    ids: list[str]
+    images: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    labels: torch.Tensor
+
+    def subset(self, ids: Sequence[str]) -> "TrainingSet":
+        index = {image_id: i for i, image_id in enumerate(self.ids)}
+        chosen = [index[i] for i in ids]
+        return TrainingSet(list(ids), [self.images[i] for i in chosen], [self.masks[i] for i in chosen],
+                           self.labels[torch.as_tensor(chosen, dtype=torch.long)])
+
+
+def load_training_set(manifest: Manifest, labels_path: str | Path, max_side: int) -> TrainingSet:
+    """The train-split ids of the mask store at `labels_path`, their images and masks resized so the
+    longer side is at most `max_side` (masks by nearest neighbour), and their image labels.
+    A store of other classes or without a train id fails with a StoreError naming it."""
+    store = open_store(labels_path, kind="mask")
+    if store.classes != manifest.classes:
+        raise StoreError(f"{labels_path}: classes {store.classes} differ from the dataset's {manifest.classes}"
+                         " — train on a store of this dataset")
+    train = set(manifest.ids("train"))
+    ids = [i for i in store.ids if i in train]
+    if not ids:
+        raise StoreError(f"{labels_path}: none of its {len(store.ids)} ids is in the train split — pass a train-split store")
+    images = [resize_longer_side(torch.tensor(manifest.load_image(i)).permute(2, 0, 1), max_side) for i in ids]
+    masks = [resize_longer_side(torch.from_numpy(store[i])[None], max_side, mode="nearest")[0] for i in ids]
+    labels = torch.stack([torch.from_numpy(manifest.multi_hot(i)) for i in ids]).float()
+    return TrainingSet(ids, images, masks, labels)
+
+
+def labelled_split(ids: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(pixel-labelled, image-labelled only): round(fraction · N) ids (at least one) drawn by a
+    permutation seeded with `seed` from the sorted ids, so the split depends on the id set and the
+    seed only, not on their order; both parts come back in `ids`' order and are disjoint."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"labelled fraction must be in (0, 1], got {fraction}")
+    count = max(1, round(fraction * len(ids)))
+    chosen = set(np.array(sorted(ids))[np.random.default_rng(seed).permutation(len(ids))[:count]].tolist())
+    return [i for i in ids if i in chosen], [i for i in ids if i not in chosen]
 
 
 def per_rank_batch(batch_size: int, world_size: int) -> int:
@@ -112,21 +169,40 @@ def online_psl_target(probs: torch.Tensor, v: torch.Tensor, labels: torch.Tensor
     return scores.argmax(dim=1)
 
 
-def segmentation_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+def segmentation_loss(model: torch.nn.Module, batch: Batch, psl_weight: float = 1.0) -> torch.Tensor:
     """The training loss on a batch of `training_batches`.
 
     Without a classification branch: J(f, S) (= DeepLab's cross entropy ignoring 255). With one
-    (AE-PSL online PSL): J(f, S) + J(f, Ŝ) + multi-label soft margin of the branch against the
-    image labels; Ŝ from `online_psl_target` on the detached f and v, padding pixels ignored."""
+    (AE-PSL online PSL): J(f, S) + `psl_weight`·J(f, Ŝ) + multi-label soft margin of the branch
+    against the image labels; Ŝ from `online_psl_target` on the detached f and v, padding pixels
+    ignored. `psl_weight` 0 (warm-up) leaves J(f, Ŝ) out: the segmentation logits get plain CE."""
     images, masks, labels = batch
     out = model(images)
     logits = out["out"]
     loss = labelled_cross_entropy(logits, masks)
     if "cls" in out:
-        target = online_psl_target(logits.detach().softmax(dim=1), out["cls"].detach().sigmoid(), labels)
-        target = torch.where(masks == IGNORE, IGNORE, target)
-        loss = loss + labelled_cross_entropy(logits, target) + F.multilabel_soft_margin_loss(out["cls"], labels)
+        loss = loss + F.multilabel_soft_margin_loss(out["cls"], labels)
+        if psl_weight > 0:
+            target = online_psl_target(logits.detach().softmax(dim=1), out["cls"].detach().sigmoid(), labels)
+            target = torch.where(masks == IGNORE, IGNORE, target)
+            loss = loss + psl_weight * labelled_cross_entropy(logits, target)
     return loss
+
+
+@dataclass
+class OnlinePSL:
+    """AE-PSL's loss with a warm-up (module docstring): `segmentation_loss` with J(f, Ŝ) left out
+    for epochs < `start_epoch` (0-based) and weighted by `weight` from then on. `fit` calls
+    `set_epoch` before each epoch (also after a resume), then the object as its loss function."""
+    start_epoch: int
+    weight: float = 1.0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __call__(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        return segmentation_loss(model, batch, self.weight if self.epoch >= self.start_epoch else 0.0)
 
 
 def predict_probs(model: torch.nn.Module, images: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:

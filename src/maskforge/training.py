@@ -35,14 +35,17 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         make_batches: Callable[[np.random.Generator], Iterable[Batch]], *,
         epochs: int, steps_per_epoch: int, seed: int, resume_path: str | Path,
         fingerprint: str, device: torch.device, desc: str,
-        on_epoch_end: Callable[[torch.nn.Module, int], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        on_epoch_end: Callable[[torch.nn.Module, int], dict[str, Any]] | None = None,
+        on_epoch_start: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Train with poly LR (each param group keeps its base-lr ratio); checkpoint after every epoch.
 
     `resume_path` holds the last finished epoch; a rerun with the same `fingerprint` (hash of the
     params and inputs) continues from it, any other fingerprint starts over. Every tensor of a
     batch is moved to `device` and the batch passed to `loss_fn` whole. Returns the loss curve
     rows (epoch, step, loss, lr), each extended by `on_epoch_end(model, epoch)` if given (rank 0
-    only, called with the unwrapped model, e.g. a validation score). The model may be wrapped in
+    only, called with the unwrapped model, e.g. a validation score). `on_epoch_start(epoch)` (0-based)
+    runs on every rank before each epoch that is trained, resumed ones included (e.g. a loss whose
+    terms depend on the epoch). The model may be wrapped in
     DistributedDataParallel; checkpoints hold the unwrapped state dict.
     """
     base_lrs = [group["lr"] for group in optimizer.param_groups]
@@ -57,6 +60,8 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     total = epochs * steps_per_epoch
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, epochs):
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
         rng = np.random.default_rng([seed, epoch])
         torch.manual_seed(int(rng.integers(2**31)))
         model.train()

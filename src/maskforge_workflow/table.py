@@ -171,7 +171,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     ),
     Stage(
         name="train_seg",
-        params=("seg.labels", "seg.backbone", "seg.weights", "seg.output_stride", "seg.psl", "seg.train"),
+        params=("seg.method", "seg.labels", "seg.labelled_fraction", "seg.backbone", "seg.weights", "seg.output_stride",
+                "seg.psl", "seg.pseudoseg", "seg.train"),
         deps={"prepared": PREPARED, "labels": f"{STORES}/{{labels}}"},
         outs={"ckpt": f"{MODELS}/seg.pt", "curve": f"{METRICS}/train_seg.csv"},
         plots=("curve",),
