@@ -38,6 +38,7 @@ from maskforge.crf import CRFParams, crf_from_scores
 from maskforge.data.manifest import Manifest
 from maskforge.distributed import rank_share
 from maskforge.metrics import IGNORE, ConfusionMatrix
+from maskforge.multiscale import multiscale_flip_sum
 from maskforge.store import StoreError, open_store
 
 __all__ = ["UNSURE", "OnlinePSL", "TrainingSet", "apply_confidence", "labelled_cross_entropy", "labelled_split",
