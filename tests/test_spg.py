@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from maskforge.cam_methods import TrainingRun, train_spg
+from maskforge.config import ConfigError
 from maskforge.models.backbones import create_backbone
 from maskforge.models.spg import IGNORE, SPGNet, guidance_mask, labelled_attention, masked_bce, spg_loss
 
@@ -82,11 +85,65 @@ def test_spg_loss_trains_heads_and_classifier_and_inference_is_camnet():
     assert final.shape == (2, 4, 4)  # SPG-C on the last level
 
 
-def test_spg_heads_learn_at_the_classifier_rate():
+def test_spg_heads_learn_at_the_backbone_rate_and_only_the_classifier_at_10x():
+    """The authors' optimizer (xiaomengyc/SPG exper/my_optim.py) gives 10× only to "cls" parameters."""
     net = SPGNet(create_backbone("efficientnet_lite0", weights=None), num_classes=3)
-    groups = net.param_groups(0.01, 1e-4)
-    ids = [id(p) for g in groups for p in g["params"]]
+    groups = {g["name"]: g for g in net.param_groups(0.01, 1e-4)}
+    ids = [id(p) for g in groups.values() for p in g["params"]]
     assert len(ids) == len(set(ids)) == sum(1 for p in net.parameters() if p.requires_grad)
     fresh = {id(p) for p in net.heads.parameters()} | {id(p) for p in net.final_head.parameters()}
-    assert fresh <= {id(p) for p in groups[1]["params"]}
-    assert groups[1]["lr"] == pytest.approx(0.1)
+    assert {id(p) for p in groups["guidance"]["params"]} == fresh
+    assert groups["guidance"]["lr"] == groups["backbone"]["lr"] == pytest.approx(0.01)
+    assert {id(p) for p in groups["classifier"]["params"]} == {id(p) for p in net.classifier.parameters()}
+    assert groups["classifier"]["lr"] == pytest.approx(0.1)
+
+
+def test_unguided_spg_loss_is_the_classification_loss_with_its_gradients():
+    """Before cam.spg.start_epoch the guidance terms contribute nothing: same value, same gradients
+    as plain multi-label classification, and no gradient reaches the heads."""
+    net = SPGNet(create_backbone("efficientnet_lite0", weights=None), num_classes=3)
+    images, targets = torch.randn(2, 3, 64, 64), torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    loss, parts = spg_loss(net, images, targets, SPG_THRESHOLDS, guided=False)
+    assert parts["heads"] > 0   # computed (and reported)…
+    assert loss.item() == pytest.approx(parts["cls"])   # …but weighted 0
+    loss.backward()
+    unguided = {n: p.grad.clone() for n, p in net.backbone.named_parameters() if p.grad is not None}
+    assert all((p.grad is None or (p.grad == 0).all()) for p in [*net.heads.parameters(), *net.final_head.parameters()])
+    net.zero_grad(set_to_none=True)
+    F.multilabel_soft_margin_loss(net(images), targets).backward()
+    for name, p in net.backbone.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(unguided[name], p.grad)
+    net.zero_grad(set_to_none=True)
+    guided, _ = spg_loss(net, images, targets, SPG_THRESHOLDS, guided=True)
+    guided.backward()
+    assert guided.item() > loss.item()
+    assert any(not torch.allclose(unguided[n], p.grad) for n, p in net.backbone.named_parameters() if p.grad is not None)
+
+
+def _run(tmp_path, epochs: int) -> TrainingRun:
+    images, targets = torch.rand(2, 3, 32, 32) * 255, torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    return TrainingRun(make_batches=lambda rng: iter([(images, targets)] * 2), lr=0.01, weight_decay=0.0,
+                       epochs=epochs, steps_per_epoch=2, seed=0, resume_path=str(tmp_path / "spg.resume"),
+                       fingerprint="f", device=torch.device("cpu"), desc="spg")
+
+
+def test_spg_training_is_unguided_before_start_epoch_and_guided_from_it(tmp_path, monkeypatch):
+    guided = []
+
+    def spy(*args, **kwargs):
+        guided.append(kwargs["guided"])
+        return spg_loss(*args, **kwargs)
+    monkeypatch.setattr("maskforge.cam_methods.spg_loss", spy)
+    knobs = {"head_thresholds": [0.5, 0.05], "fused_thresholds": [0.7, 0.1], "start_epoch": 2}
+    net = SPGNet(create_backbone("efficientnet_lite0", weights=None), num_classes=3)
+    rows = train_spg(net, knobs, _run(tmp_path, epochs=3))
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert guided == [False] * 4 + [True] * 2   # two steps per epoch
+
+
+def test_spg_start_epoch_must_leave_a_guided_epoch(tmp_path):
+    knobs = {"head_thresholds": [0.5, 0.05], "fused_thresholds": [0.7, 0.1], "start_epoch": 3}
+    net = SPGNet(create_backbone("efficientnet_lite0", weights=None), num_classes=3)
+    with pytest.raises(ConfigError, match="cam.spg.start_epoch: 3 leaves no guided epoch"):
+        train_spg(net, knobs, _run(tmp_path, epochs=3))

@@ -66,13 +66,14 @@ class TrainingRun:
     desc: str
 
     def fit(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss: LossFn, *,
-            epochs: int | None = None, resume_suffix: str = "") -> list[dict[str, Any]]:
+            epochs: int | None = None, resume_suffix: str = "",
+            on_epoch_start: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
         """maskforge.training.fit with this run's batches and bookkeeping (`resume_suffix` keeps
-        the resume files of several phases apart)."""
+        the resume files of several phases apart; `on_epoch_start(epoch)` for epoch-dependent losses)."""
         return fit(model, optimizer, loss, self.make_batches, epochs=epochs or self.epochs,
                    steps_per_epoch=self.steps_per_epoch, seed=self.seed,
                    resume_path=f"{self.resume_path}{resume_suffix}", fingerprint=self.fingerprint,
-                   device=self.device, desc=self.desc)
+                   device=self.device, desc=self.desc, on_epoch_start=on_epoch_start)
 
 
 def sgd(model: nn.Module, run: TrainingRun) -> torch.optim.Optimizer:
@@ -116,14 +117,19 @@ def _spgnet(backbone: Backbone, num_classes: int, knobs: Knobs, freeze_bn: bool)
     return SPGNet(backbone, num_classes, freeze_bn=freeze_bn)
 
 
-def _spg_loss(knobs: Knobs) -> LossFn:
-    """SPG's total loss (classification + the three guidance BCEs) on a batch of 0..255 images."""
-    thresholds = _spg_thresholds(knobs)
+def train_spg(model: SPGNet, knobs: Knobs, run: TrainingRun) -> list[dict[str, Any]]:
+    """SPG's stagewise training (maskforge.models.spg): one `fit` with SGD and one poly schedule;
+    epochs before `start_epoch` train classification alone, from it on the guidance BCEs join."""
+    thresholds, start = _spg_thresholds(knobs), knobs["start_epoch"]
+    if not start < run.epochs:
+        raise ConfigError(f"cam.spg.start_epoch: {start} leaves no guided epoch of cam.train.epochs {run.epochs}; "
+                          f"set it below {run.epochs}")
+    epoch = [0]
 
     def loss(model: nn.Module, batch: Batch) -> Tensor:
         images, targets = batch
-        return spg_loss(model, model.backbone.normalize(images), targets, thresholds)[0]
-    return loss
+        return spg_loss(model, model.backbone.normalize(images), targets, thresholds, guided=epoch[0] >= start)[0]
+    return run.fit(model, sgd(model, run), loss, on_epoch_start=lambda e: epoch.__setitem__(0, e))
 
 
 def _esolnet(backbone: Backbone, num_classes: int, knobs: Knobs, freeze_bn: bool) -> ESOLNet:
@@ -172,7 +178,7 @@ METHODS: dict[str, CamMethod] = {m.name: m for m in [
     CamMethod("seam", _seamnet, train_with_loss(seam_loss),
               lambda model, knobs: model if knobs["pcm_inference"] else CamView(model, model.raw_cams)),
     # Zhang et al. ECCV 2018: thresholded self-produced attention supervises class-agnostic guidance heads.
-    CamMethod("spg", _spgnet, train_with_loss(_spg_loss), lambda model, knobs: model),
+    CamMethod("spg", _spgnet, train_spg, lambda model, knobs: model),
     # Li et al. NeurIPS 2022: expansion sampler (adversarial offsets), then shrinkage sampler; maps after shrinkage.
     CamMethod("esol", _esolnet, train_esol, lambda model, knobs: model),
 ]}

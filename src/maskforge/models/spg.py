@@ -20,8 +20,18 @@ SPG-C on the stem features):
   of. (Supervising the class maps themselves, i.e. the max over labelled classes of the pre-ReLU
   maps as a foreground logit, was tried first: on MSRC it drove every class map negative — the
   fused mask is mostly background — and all CAMs were zero.)
-- guidance is on from the first step (SPG's stagewise schedule is implicit here: the classifier
-  learns at 10× the backbone rate, and the fused mask only labels confident pixels).
+- stagewise schedule (`cam.spg.start_epoch`): the first epochs train classification alone, the
+  guidance BCEs enter from that epoch on (weight 0 before, 1 after; one poly schedule throughout).
+  SPG's guidance is "self-produced" from *high-confidence* attention regions; the paper fine-tunes
+  an ImageNet classifier, here the 1×1 classifier is fresh, so its attention at step 0 is noise and
+  the masks it seeds are mostly background. With guidance from the first step the MSRC run (Lite0,
+  5 epochs) collapsed: the last backbone level died (0.37% of units positive) and every CAM was 0.
+- the guidance heads learn at the backbone's rate, as in the authors' code (exper/my_optim.py of
+  xiaomengyc/SPG gives 10× only to parameters named "cls"; none of SPG's heads is): only the CAM
+  classifier gets the project's 10×. At 10× (lr 0.03 on MSRC) the heads' BCE gradients were what
+  drove the backbone collapse above.
+- the backbone features feeding the heads are *not* detached: in SPG the guidance losses train the
+  shared features (that is the method); detaching them would leave the CAM that of plain CAM.
 """
 
 from __future__ import annotations
@@ -98,16 +108,22 @@ class SPGNet(CAMNet):
         head_logits = [head(levels[i])[:, 0] for head, i in zip(self.heads, HEAD_LEVELS)]
         return self.head(levels[-1]), class_maps, head_logits, self.final_head(levels[-1])[:, 0]
 
-    def new_layers(self) -> list[nn.Module]:
-        """The classifier and the fresh SPG-B/C heads (all at the classifier's 10× rate)."""
-        return [self.classifier, self.heads, self.final_head]
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """CAMNet's groups (backbone at `lr`, classifier at 10×) plus the SPG-B/C heads at `lr`
+        (the authors' optimizer: no 10× for the guidance heads)."""
+        heads = [p for m in (self.heads, self.final_head) for p in m.parameters() if p.requires_grad]
+        return [*super().param_groups(lr, weight_decay),
+                {"name": "guidance", "params": heads, "lr": lr, "weight_decay": weight_decay}]
 
 
-def spg_loss(model: SPGNet, images: Tensor, targets: Tensor, thresholds: tuple[tuple[float, float], tuple[float, float]]
-             ) -> tuple[Tensor, dict[str, float]]:
+def spg_loss(model: SPGNet, images: Tensor, targets: Tensor, thresholds: tuple[tuple[float, float], tuple[float, float]],
+             guided: bool = True) -> tuple[Tensor, dict[str, float]]:
     """SPG total loss: multi-label classification + masked BCE of each SPG-B head against the
     attention mask (δ `thresholds[0]`) + masked BCE of SPG-C against the mask of the fused SPG-B
-    output (δ `thresholds[1]`). `images` are normalised. Returns (loss, its parts)."""
+    output (δ `thresholds[1]`). `images` are normalised. With `guided` False (the warm-up epochs
+    before `cam.spg.start_epoch`) the guidance terms get weight 0: the loss and every gradient are
+    the classification loss's (the heads still run, so every parameter takes part in each step, as
+    DistributedDataParallel needs). Returns (loss, its parts, unweighted)."""
     logits, class_maps, head_logits, final_logit = model.guided_outputs(images)
     classification = F.multilabel_soft_margin_loss(logits, targets)
     attention = labelled_attention(class_maps, targets).detach()
@@ -120,5 +136,5 @@ def spg_loss(model: SPGNet, images: Tensor, targets: Tensor, thresholds: tuple[t
     fused = torch.stack([F.interpolate(torch.sigmoid(l)[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
                          for l in head_logits]).mean(dim=0).detach()
     final = masked_bce(final_logit, guidance_mask(fused, high_c, low_c))
-    loss = classification + sum(head_losses) + final
+    loss = classification + (1.0 if guided else 0.0) * (sum(head_losses) + final)
     return loss, {"cls": classification.item(), "heads": float(sum(h.item() for h in head_losses)), "final": final.item()}
