@@ -1,5 +1,7 @@
-"""Quality guard on real data: CAM and SEAM seeds of a short training on a few dozen MSRC images
-beat the trivial baselines (all background; the whole image as its first label)."""
+"""Quality guard on real data: SEAM seeds of a short training on a few dozen MSRC images beat the
+trivial baselines (all background; the whole image as its first label). One method only, SEAM,
+which runs the plain CAM's backbone, data and inference code too: a guard per method would push
+the suite past its 10-minute budget on 2 cores (issue 11)."""
 
 from pathlib import Path
 
@@ -33,8 +35,8 @@ def msrc_subset(tmp_path):
     return root
 
 
-@pytest.mark.parametrize("method", ["cam", "seam"])
-def test_msrc_seeds_beat_trivial_baselines(msrc_subset, tmp_path, method):
+def test_msrc_seam_seeds_beat_trivial_baselines(msrc_subset, tmp_path):
+    method = "seam"
     overlay = tmp_path / "root.yaml"
     overlay.write_text(yaml.safe_dump({"dataset": {"root": str(msrc_subset)}, "cam": {"method": method}}))
     run = run_cam_pipeline(tmp_path / "run", ["tests/configs/msrc_guard.yaml", overlay], rounds=1, refine=False)
