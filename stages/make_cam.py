@@ -25,7 +25,7 @@ from maskforge.config import ConfigError
 from maskforge.checkpoint import load_model
 from maskforge.data.manifest import Manifest
 from maskforge.erasing import round_image
-from maskforge.models.inference import inference_copy
+from maskforge.models.inference import fold_batchnorm
 from maskforge.store import StoreWriter, input_digest, open_store
 from maskforge.training import pick_device
 from stages._stage import parse_stage_args, run_stage
@@ -37,8 +37,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
     regions = open_store(args.regions, kind="region") if args.regions else None
     device = pick_device()
-    model = inference_copy(load_model(args.ckpt, "cam", lambda state: network_from_checkpoint(
-        state, len(manifest.classes) - 1, cam["method"]), device))    # BatchNorm folded, channels_last
+    model = load_model(args.ckpt, "cam", lambda state: network_from_checkpoint(
+        state, len(manifest.classes) - 1, cam["method"]), device)
+    model = fold_batchnorm(model).to(memory_format=torch.channels_last)   # in place: no copy of a fresh model
     model = get_method(cam["method"]).inference_view(model, method_knobs(cam))
     ids = manifest.ids("train")
     if args.part is not None:

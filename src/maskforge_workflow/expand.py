@@ -80,7 +80,7 @@ def _whole_jobs(config: Mapping[str, Any], training_labels: str | None) -> list[
 
 
 def _reads_any(job: Job, keys: Iterable[str]) -> bool:
-    """Whether the stage reads one of the dotted `keys` (or a section holding one, or a key inside one)."""
+    """Whether the job reads one of the dotted `keys` (or a section holding one, or a key inside one)."""
     return any(key == p or key.startswith(p + ".") or p.startswith(key + ".") for key in keys for p in job.params)
 
 
