@@ -11,7 +11,7 @@ from maskforge.config import get_key, variant_config
 from maskforge.store_parts import part_name
 from maskforge_workflow.codedeps import code_files
 from maskforge_workflow.expand import VARIANT_SEPARATOR, Job, jobs, params_json, variant_path
-from maskforge_workflow.table import ALL_CORES, BENCHMARKS, LOGS, STAGES, Stage
+from maskforge_workflow.table import BENCHMARKS, LOGS, STAGES, Stage
 
 def shell_command(stage: Stage, parted: bool) -> str:
     """The Snakemake `shell:` of a rule: same arguments as the DVC cmd, params as JSON."""
@@ -32,7 +32,7 @@ class Rule:
     benchmark: str
     params: str                                # the stage's params as canonical JSON
     wildcard_constraints: Mapping[str, str]    # each wildcard: exactly the values of this rule's jobs
-    threads: int | None                        # None: every core Snakemake was given
+    threads: int                               # at most --cores locally; the profile's set-threads overrides it
     shell: str
     by_wildcards: Mapping[tuple[tuple[str, str], ...], Job]
 
@@ -69,7 +69,7 @@ def snakemake_rules(config: Mapping[str, Any]) -> list[Rule]:
             benchmark=variant_path(f"{BENCHMARKS}/{job_name}.tsv", variant),
             params=params_json(stage, own),
             wildcard_constraints={w: "|".join(re.escape(v) for v in vs) for w, vs in values.items()},
-            threads=None if stage.threads == ALL_CORES else get_key(own, stage.threads) if stage.threads else 1,
+            threads=stage.threads if isinstance(stage.threads, int) else get_key(own, stage.threads),
             shell=shell_command(stage, parted=count > 1),
             by_wildcards={tuple(sorted(job.wildcards.items())): job for job in members},
         ))

@@ -26,7 +26,10 @@ PREDICTIONS = "data/predictions"
 REPORTS = "reports"
 LOGS = "logs"
 BENCHMARKS = "benchmarks/runs"
-ALL_CORES = "all"                         # Stage.threads: every core Snakemake was given
+# Threads of a GPU stage's job (torch's CPU threads: Snakemake sets OMP_NUM_THREADS to it). A fixed
+# count, not "every core": a cluster submit has no core total. Snakemake caps it at --cores, and a
+# profile's `set-threads` overrides it per rule (workflow/profiles/slurm matches its cpus_per_task).
+GPU_STAGE_THREADS = 8
 # The knobs of the selected seed method: `cam.seam` when cam.method is seam; nothing for a method
 # without knobs (cam, gradcam). So a SEAM knob reruns nothing in a `method: cam` run.
 METHOD_SECTION = "cam.{cam.method}"
@@ -48,7 +51,7 @@ class Stage:
     collects: Mapping[str, str] = field(default_factory=dict)  # --name → "stores"|"metrics": every such output of the DAG
     parts: str | None = None             # params key: the number of jobs that write parts of outs["store"]
     gpu: int = 0                         # GPUs a job uses (Snakemake: resources gpu=N; checked by a test)
-    threads: str | None = None           # Snakemake threads: ALL_CORES or a params key (None: one)
+    threads: int | str = 1               # Snakemake threads: a fixed count, or the params key that holds it
     shown: Mapping[str, str] = field(default_factory=dict)  # out → caption (workflow/report/) in `snakemake --report`
 
     def is_folder(self, out: str) -> bool:
@@ -81,7 +84,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         outs={"ckpt": f"{MODELS}/cam_r{{round}}.pt", "curve": f"{METRICS}/train_cam_r{{round}}.csv"},
         plots=("curve",),
         gpu=1,
-        threads=ALL_CORES,
+        threads=GPU_STAGE_THREADS,
     ),
     Stage(
         name="make_cam",
@@ -93,7 +96,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         store_kind="cam",
         parts="cam.infer.shards",
         gpu=1,
-        threads=ALL_CORES,
+        threads=GPU_STAGE_THREADS,
     ),
     Stage(
         name="erase",
@@ -151,7 +154,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         outs={"ckpt": f"{MODELS}/irn.pt", "curve": f"{METRICS}/train_irn.csv"},
         plots=("curve",),
         gpu=1,
-        threads=ALL_CORES,
+        threads=GPU_STAGE_THREADS,
     ),
     Stage(
         name="refine_irn",
@@ -160,7 +163,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         outs={"store": f"{STORES}/irn"},
         store_kind="mask",
         gpu=1,
-        threads=ALL_CORES,
+        threads=GPU_STAGE_THREADS,
     ),
     Stage(
         name="ground_truth",
@@ -177,7 +180,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         outs={"ckpt": f"{MODELS}/seg.pt", "curve": f"{METRICS}/train_seg.csv"},
         plots=("curve",),
         gpu=1,
-        threads=ALL_CORES,
+        threads=GPU_STAGE_THREADS,
     ),
     Stage(
         name="predict",
@@ -186,7 +189,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         outs={"store": f"{STORES}/predict", "pngs": PREDICTIONS},
         store_kind="mask",
         gpu=1,
-        threads=ALL_CORES,
+        threads=GPU_STAGE_THREADS,
     ),
     Stage(
         name="report",

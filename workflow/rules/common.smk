@@ -15,7 +15,9 @@ from maskforge_workflow.handover import guard_snakemake, record_for_dvc
 validate(config, str(SCHEMA_PATH))
 
 # Outputs that DVC (or anything else) wrote are not trusted by mtime: stop and say how to adopt them.
-if not (workflow.dag_settings and (workflow.dag_settings.forceall or workflow.touch)):
+# Only in the main process: a cluster job's own Snakemake (--mode remote) sees outputs of jobs that
+# finished on other nodes before the main process has recorded them.
+if workflow.is_main_process and not (workflow.dag_settings and (workflow.dag_settings.forceall or workflow.touch)):
     guard_snakemake(config)
 
 

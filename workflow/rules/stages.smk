@@ -30,7 +30,7 @@ def stage_rule(spec):
             spec.log,
         benchmark:
             spec.benchmark,
-        threads: workflow.cores if spec.threads is None else spec.threads
+        threads: spec.threads
         resources:
             **({"gpu": spec.stage.gpu} if spec.stage.gpu else {}),
         shell:
