@@ -17,7 +17,6 @@ import yaml
 from maskforge.config import load_config
 from maskforge_workflow.codedeps import code_files
 from maskforge_workflow.expand import jobs
-from maskforge_workflow.table import STAGES
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -246,18 +245,3 @@ def test_default_profile_caps_gpu_jobs_and_lint_passes(tmp_path):
     dry = sh(repo, str(BIN / "snakemake"), "-n")
     assert "Using workflow specific profile profiles/default" in dry.stdout + dry.stderr
     assert sh(repo, str(BIN / "snakemake"), "--lint").returncode == 0
-
-
-def test_slurm_profile_plans_every_rule(tmp_path):
-    """The SLURM profile plans every rule, GPU rules on the GPU partition. Needs the executor plugin,
-    which only the `cluster` and `test` extras install (it slows every Snakemake start-up)."""
-    pytest.importorskip("snakemake_executor_plugin_slurm",
-                        reason="SLURM executor plugin not installed: pip install -e '.[cluster]' to test the slurm profile")
-    repo = copy_repo(tmp_path / "repo")
-    (repo / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
-    out = sh(repo, str(BIN / "snakemake"), "-n", "--profile", "workflow/profiles/slurm")
-    slurm = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
-    assert planned_jobs(out.stdout + out.stderr) == rules_of(TINY, {job.name for job in jobs(TINY)})
-    gpu_rules = {name for name, s in STAGES.items() if s.gpu}
-    assert gpu_rules <= set(slurm["set-resources"])
-    assert all(slurm["set-resources"][r]["slurm_partition"] == "gpu" for r in gpu_rules)

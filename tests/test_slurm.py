@@ -3,7 +3,7 @@ for this module with a config written for this machine (`slurmd -C`: hostname, C
 accounting database), runs the tiny pipeline through workflow/profiles/slurm — the two make_cam
 shards as parallel jobs — and the `dvc repro` recipe workflow/slurm/dvc_repro.sbatch; their stores
 must equal a local run's, byte for byte. Root only (it installs packages and starts daemons);
-deselected by default, run with `pytest -p no:xdist -m slurm tests/test_slurm.py` (.ci/run's SLURM
+deselected by default, run with `pytest -n 0 -m slurm tests/test_slurm.py` (.ci/run's SLURM
 step). The console of the profile run goes to $MASKFORGE_SLURM_TRANSCRIPT when that is set."""
 
 from __future__ import annotations
