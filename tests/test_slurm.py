@@ -67,7 +67,9 @@ def install_slurm() -> str | None:
 
 
 def slurm_conf(folder: Path, port: int, partitions: list[str]) -> str:
-    """One node as `slurmd -C` sees this machine, every partition of the profile on it, no accounting."""
+    """One node as `slurmd -C` sees this machine, every partition of the profile on it, no accounting.
+    Memory is the consumable (CR_Memory): jobs share the CPUs, so on a 2-core machine both make_cam
+    shards run at once beside whatever CPU job is still running."""
     node = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
     lines = [
         "ClusterName=maskforge-test", f"SlurmctldHost={socket.gethostname().split('.')[0]}",
@@ -78,7 +80,7 @@ def slurm_conf(folder: Path, port: int, partitions: list[str]) -> str:
         f"SlurmctldLogFile={folder}/slurmctld.log", f"SlurmdLogFile={folder}/slurmd.log",
         "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none",
         "AccountingStorageType=accounting_storage/none", "JobCompType=jobcomp/none", "MpiDefault=none",
-        "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core_Memory", "ReturnToService=2",
+        "SelectType=select/cons_tres", "SelectTypeParameters=CR_Memory", "ReturnToService=2",
         f"{node} State=UNKNOWN",
     ]
     name = node.split()[0].split("=")[1]
@@ -159,7 +161,7 @@ def local_run(cluster, tmp_path_factory) -> Path:
 
 
 def threads_per_job(cluster: Cluster) -> int:
-    """CPUs (and threads) of a job: two make_cam shard jobs fit on the node at once."""
+    """CPUs (and threads) of a job: half the node's, as two make_cam shards share it."""
     return max(1, cluster.cpus // 2)
 
 
@@ -190,7 +192,7 @@ def test_profile_runs_the_pipeline_on_slurm_like_a_local_run(cluster, local_run,
     for resources in [profile["default-resources"], *profile["set-resources"].values()]:
         resources.update({"gpu": 0} if "gpu" in resources else {})
         resources["cpus_per_task"] = min(resources.get("cpus_per_task", 1), per_job)
-        resources["mem_mb"] = min(resources["mem_mb"], cluster.memory_mb // 2)
+        resources["mem_mb"] = min(resources["mem_mb"], cluster.memory_mb // 4)   # four jobs at once
     profile["set-threads"] = {rule: min(n, per_job) for rule, n in profile["set-threads"].items()}
     profile["seconds-between-status-checks"] = 2
     profile["slurm-init-seconds-before-status-checks"] = 2
