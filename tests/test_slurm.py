@@ -68,8 +68,8 @@ def install_slurm() -> str | None:
 
 def slurm_conf(folder: Path, port: int, partitions: list[str]) -> str:
     """One node as `slurmd -C` sees this machine, every partition of the profile on it, no accounting.
-    Memory is the consumable (CR_Memory): jobs share the CPUs, so on a 2-core machine both make_cam
-    shards run at once beside whatever CPU job is still running."""
+    Up to four jobs share a core (OverSubscribe=FORCE:4; memory stays consumable), so on a 2-core
+    machine both make_cam shards run at once beside whatever CPU job is still running."""
     node = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
     lines = [
         "ClusterName=maskforge-test", f"SlurmctldHost={socket.gethostname().split('.')[0]}",
@@ -80,13 +80,22 @@ def slurm_conf(folder: Path, port: int, partitions: list[str]) -> str:
         f"SlurmctldLogFile={folder}/slurmctld.log", f"SlurmdLogFile={folder}/slurmd.log",
         "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none",
         "AccountingStorageType=accounting_storage/none", "JobCompType=jobcomp/none", "MpiDefault=none",
-        "SelectType=select/cons_tres", "SelectTypeParameters=CR_Memory", "ReturnToService=2",
+        "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core_Memory", "ReturnToService=2",
         f"{node} State=UNKNOWN",
     ]
     name = node.split()[0].split("=")[1]
-    lines += [f"PartitionName={p} Nodes={name} MaxTime=INFINITE State=UP{' Default=YES' * (i == 0)}"
+    lines += [f"PartitionName={p} Nodes={name} MaxTime=INFINITE State=UP OverSubscribe=FORCE:4{' Default=YES' * (i == 0)}"
               for i, p in enumerate(partitions)]
     return "\n".join(lines) + "\n"
+
+
+def wait_for(ready, failure: str, seconds: int = 120) -> None:
+    """Poll `ready()` once a second until it is true; AssertionError(failure) after `seconds`."""
+    for _ in range(seconds):
+        if ready():
+            return
+        time.sleep(1)
+    raise AssertionError(failure)
 
 
 def stop(pid_file: Path) -> None:
@@ -133,14 +142,12 @@ def cluster(tmp_path_factory):
         subprocess.run(["munged", "--force", f"--key-file={key}", f"--pid-file={folder}/munge/munged.pid",
                         f"--log-file={folder}/munge/munged.log", f"--seed-file={folder}/munge/seed"], check=True)
         subprocess.run(["slurmctld", "-f", str(folder / "slurm.conf")], check=True, env=env)
+        wait_for(lambda: "UP" in subprocess.run(["scontrol", "ping"], capture_output=True, text=True, env=env).stdout,
+                 f"slurmctld never answered; see {folder}/slurmctld.log")
         subprocess.run(["slurmd", "--conf-server", f"{socket.gethostname().split('.')[0]}:{port}"], check=True, env=env)
-        for _ in range(60):
-            states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, env=env).stdout.split()
-            if states and set(states) == {"idle"}:
-                break
-            time.sleep(1)
-        else:
-            raise AssertionError(f"the SLURM node never became idle: {states}; see {folder}/slurmd.log")
+        wait_for(lambda: set(subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
+                                            env=env).stdout.split()) == {"idle"},
+                 f"the SLURM node never became idle; see {folder}/slurmd.log")
         node = dict(f.split("=", 1) for f in (folder / "slurm.conf").read_text().split("NodeName=")[1].split()[1:]
                     if "=" in f)
         yield Cluster(env=env, cpus=int(node["CPUs"]), memory_mb=int(node["RealMemory"]))
