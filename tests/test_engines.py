@@ -16,6 +16,7 @@ from maskforge.config import load_config
 from maskforge_workflow.codedeps import code_files
 from maskforge_workflow.expand import jobs
 from maskforge_workflow.table import STAGES
+from browser import CHROMIUM, NO_CHROMIUM, WINDOW, render
 from pipeline import BIN, REPO, copy_repo, sh
 
 pytestmark = pytest.mark.slow
@@ -95,6 +96,20 @@ def test_snakemake_runs_the_graph_and_scores_every_store(project):
     report = (project / "reports/index.html").read_text()
     assert "<img" in report and "http" not in report.split("</title>")[1]      # offline: nothing fetched
     assert (project / "data/predictions").is_dir()
+
+
+def test_report_and_store_diff_pages_render_in_a_browser(project, tmp_path):
+    """The run's report and a store-diff page in headless Chromium: no errors, every image loads,
+    the pages are as tall as their sections and no wider than the width the galleries fit."""
+    if CHROMIUM is None:
+        pytest.skip(NO_CHROMIUM)
+    diff = tmp_path / "diff.html"
+    sh(project, str(BIN / "maskforge"), "store", "diff", "data/stores/seeds", "data/stores/seeds_crf", "--html", str(diff))
+    for page, least_height in ((project / "reports/index.html", 1500), (diff, 400)):
+        seen = render(page, tmp_path)
+        assert seen["errors"] == [] and seen["images"] > 0 and seen["loaded"] == seen["images"], (page, seen)
+        assert seen["height"] >= least_height and seen["width"] <= WINDOW[0], (page, seen)
+    assert len(list((project / "reports/plots").glob("*.png"))) == len(list((project / "metrics").glob("*.csv")))
 
 
 def test_snakemake_hands_over_to_dvc_and_nothing_is_left_to_do(project):

@@ -124,7 +124,7 @@ def add_store_commands(commands: argparse._SubParsersAction) -> None:
 
     diff = sub.add_parser("diff", help="per-class change, changed images and parameter diff of two stores",
                           description="How store B differs from store A: ids, provenance and params, per-class IoU "
-                                      "(masks) or agreement, and the images that changed most. IoU in %%, as in the report.")
+                                      "(masks) or agreement, and the images that changed most. IoU in %, as in the report.")
     diff.add_argument("a", metavar="A", help="the reference store, e.g. data/stores/seeds")
     diff.add_argument("b", metavar="B", help="the store compared with it, e.g. another checkout's data/stores/seeds")
     diff.add_argument("--top", type=int, default=10, help="images (and ids) to list (default 10)")
@@ -182,7 +182,7 @@ def add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     """`maskforge sweep` and `maskforge report`."""
     sweep = commands.add_parser("sweep", help="score seed background thresholds on a cached CAM store (no inference)",
                                 description="Seeds at every background threshold τ from one pass over a cached CAM "
-                                            "store, each scored against GT (mIoU %%); prints the table and the best τ.")
+                                            "store, each scored against GT (mIoU %); prints the table and the best τ.")
     sweep.add_argument("store", help="a CAM store, e.g. data/stores/cam_r0")
     sweep.add_argument("--manifest", default="data/prepared/manifest.json", help="manifest with the GT masks")
     sweep.add_argument("--thresholds", type=float, nargs="+", default=SWEEP_THRESHOLDS,

@@ -80,7 +80,12 @@ def thumbnail(picture: np.ndarray, size: int = THUMBNAIL) -> np.ndarray:
 def png_data_uri(picture: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return png_uri(buffer.getvalue())
+
+
+def png_uri(png: bytes) -> str:
+    """PNG bytes as a data URI (pages inline every picture)."""
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def _figure(picture: np.ndarray, caption: str, size: int) -> str:
@@ -128,7 +133,7 @@ def legend_html(classes: Sequence[str]) -> str:
     palette = voc_palette()
     swatches = "".join(f'<span class="sw" style="background:rgb{tuple(int(v) for v in palette[i])}"></span>{html.escape(c)}'
                        for i, c in [*enumerate(classes), (IGNORE, "ignore (255)")])
-    bar = f'<img src="data:image/png;base64,{base64.b64encode(colour_bar_png()).decode()}" alt="heat-map colour bar">'
+    bar = f'<img src="{png_uri(colour_bar_png())}" alt="heat-map colour bar">'
     return f"<p>{swatches}</p>\n<p>{bar}</p>"
 
 
@@ -158,9 +163,9 @@ def metrics_table_html(summaries: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def best_per_split(scores: Sequence[tuple[str, float]]) -> set[int]:
-    """Indices of the (split, mIoU) pairs with the highest mIoU of their split."""
-    best = {split: max(m for s, m in scores if s == split) for split, _ in scores}
-    return {n for n, (split, miou) in enumerate(scores) if miou == best[split]}
+    """Indices of the (split, mIoU) pairs with the highest mIoU of their split (None: unscored)."""
+    best = {split: max((m for s, m in scores if s == split and m is not None), default=None) for split, _ in scores}
+    return {n for n, (split, miou) in enumerate(scores) if miou is not None and miou == best[split]}
 
 
 def precision_recall_table_html(summaries: Mapping[str, Mapping[str, Any]]) -> str:
@@ -178,8 +183,8 @@ def precision_recall_table_html(summaries: Mapping[str, Mapping[str, Any]]) -> s
 
 def plots_html(pictures: Mapping[str, bytes]) -> str:
     """PNG plots side by side, each captioned by its name."""
-    return "".join(f'<figure class="plot"><img src="data:image/png;base64,{base64.b64encode(png).decode()}" '
-                   f'alt="{html.escape(name)}"><figcaption>{html.escape(name)}</figcaption></figure>'
+    return "".join(f'<figure class="plot"><img src="{png_uri(png)}" alt="{html.escape(name)}">'
+                   f'<figcaption>{html.escape(name)}</figcaption></figure>'
                    for name, png in pictures.items())
 
 
