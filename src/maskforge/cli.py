@@ -165,7 +165,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     """Write the HTML report (and its plots) of the stores, metrics and curve files on disk (default: all of them)."""
     from maskforge.viz import write_report
 
-    paths = args.stores or sorted(p.parent for p in Path("data/stores").glob(f"**/{META}") if not PART.match(p.parent.name))
+    found = (p.parent.parent if PART.match(p.parent.name) else p.parent for p in Path("data/stores").glob(f"**/{META}"))
+    paths = args.stores or sorted(set(found))     # a store written in parts is opened whole
     stores = {label: open_store(p) for label, p in zip(run_labels(paths), paths)}
     metrics = args.metrics or sorted(Path("metrics").glob("**/*.json"))
     summaries = {label: json.loads(Path(p).read_text()) for label, p in zip(run_labels(metrics), metrics)}

@@ -11,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 SIZE = (5.0, 3.0)   # inches; at DPI a 500×300 px picture
 DPI = 100
@@ -32,6 +33,7 @@ def training_curve_png(rows: Sequence[Mapping[str, Any]], title: str) -> bytes:
     epochs = [float(r["epoch"]) for r in rows]
     axes.plot(epochs, [float(r["loss"]) for r in rows], "o-", color=LOSS_COLOUR, label="loss")
     axes.set(xlabel="epoch", ylabel="loss", title=title)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.tick_params(axis="y", labelcolor=LOSS_COLOUR)
     scored = [(e, float(r["val_miou"])) for e, r in zip(epochs, rows) if r.get("val_miou") not in (None, "")]
     if scored:

@@ -43,6 +43,7 @@ PAGE_WIDTH = 1400     # pixels the gallery rows are sized for (image, GT and the
 FIGURE_MARGIN = 8     # pixels around a gallery picture
 # Gallery columns first, in this order (by store name; variants beside the default); the other
 # stores (more CAM rounds, regions, saliency, IR labels) are one click away below the gallery.
+GT_STORE = "gt"       # the ground_truth stage's store: the upper bound, never marked as the best store
 MAIN_STORES = ("cam_r0", "seeds", "seeds_crf", "assemble_ae", "assemble_ae_crf", "irn", "predict")
 
 
@@ -159,7 +160,11 @@ def metrics_table_html(summaries: Mapping[str, Mapping[str, Any]]) -> str:
     rows = [[name, s.get("split", ""), s["miou"], 100 * s["labelled_fraction"] if "labelled_fraction" in s else None,
              *(s["per_class"].get(c) for c in classes)] for name, s in scored.items()]
     return table_html(["store", "split", "mIoU", "labelled %", *classes], rows, left=2,
-                      marked=best_per_split([(row[1], row[2]) for row in rows]))
+                      marked=best_per_split([(row[1], None if _is_gt(row[0]) else row[2]) for row in rows]))
+
+
+def _is_gt(label: str) -> bool:
+    return label.rpartition("/")[2] == GT_STORE
 
 
 def best_per_split(scores: Sequence[tuple[str, float]]) -> set[int]:
@@ -182,9 +187,8 @@ def precision_recall_table_html(summaries: Mapping[str, Mapping[str, Any]]) -> s
 
 
 def plots_html(pictures: Mapping[str, bytes]) -> str:
-    """PNG plots side by side, each captioned by its name."""
-    return "".join(f'<figure class="plot"><img src="{png_uri(png)}" alt="{html.escape(name)}">'
-                   f'<figcaption>{html.escape(name)}</figcaption></figure>'
+    """PNG plots side by side (each titled inside the picture)."""
+    return "".join(f'<img class="plot" src="{png_uri(png)}" alt="{html.escape(name)}" title="{html.escape(name)}">'
                    for name, png in pictures.items())
 
 
@@ -232,7 +236,7 @@ def leaderboard_html(entries: Sequence[Entry]) -> str:
     """The leaderboard as a table: variant, store, the store it was made from, split, mIoU, ratio."""
     return table_html(["variant", "store", "made from", "split", "mIoU", "ratio"],
                       [[e.variant, e.store, e.source or "", e.split, e.miou, e.ratio] for e in entries], left=4,
-                      marked=best_per_split([(e.split, e.miou) for e in entries]))
+                      marked=best_per_split([(e.split, None if _is_gt(e.store) else e.miou) for e in entries]))
 
 
 def report_html(manifest: Manifest, stores: Mapping[str, StoreReader], summaries: Mapping[str, Mapping[str, Any]],
