@@ -109,7 +109,13 @@ def test_report_and_store_diff_pages_render_in_a_browser(project, tmp_path):
         seen = render(page, tmp_path)
         assert seen["errors"] == [] and seen["images"] > 0 and seen["loaded"] == seen["images"], (page, seen)
         assert seen["height"] >= least_height and seen["width"] <= WINDOW[0], (page, seen)
-    assert len(list((project / "reports/plots").glob("*.png"))) == len(list((project / "metrics").glob("*.csv")))
+    plots = sorted(p.name for p in (project / "reports/plots").glob("*.png"))
+    assert len(plots) == len(list((project / "metrics").glob("*.csv")))          # every curve and sweep
+    dvc(project, "plots", "show", "-o", str(tmp_path / "dvc_plots"))
+    shown = (tmp_path / "dvc_plots/index.html").read_text()
+    assert all(f'src="static/workspace_reports_plots_{name}"' in shown for name in plots)   # images: offline
+    snakemake(project, "--report", str(tmp_path / "report.zip"))                 # the README's command
+    assert (tmp_path / "report.zip").stat().st_size > 0
 
 
 def test_snakemake_hands_over_to_dvc_and_nothing_is_left_to_do(project):

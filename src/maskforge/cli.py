@@ -199,7 +199,9 @@ def add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--curves", nargs="*", help="training curve and sweep CSVs to plot (default: metrics/**/*.csv)")
     report.add_argument("--images", type=int, default=6, help="gallery rows per split (default 6)")
     report.add_argument("--thumbnail", type=int, default=160, help="picture size in pixels (default 160)")
-    report.add_argument("--out", default="reports/index.html", help="where to write (default reports/index.html)")
+    report.add_argument("--out", default="reports/adhoc/index.html",
+                        help="where to write, plots in plots/ beside it (default reports/adhoc/index.html: the "
+                             "pipeline's own reports/index.html is an output the engines track)")
     report.set_defaults(func=cmd_report)
 
 
