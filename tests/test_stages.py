@@ -118,12 +118,6 @@ def test_report_is_one_offline_page_with_metrics_plots_and_galleries(run, tmp_pa
     assert sorted(p.name for p in plots.iterdir()) == ["cam_r0_sweep.png", "train_cam_r0.png"]
     assert page.count('src="data:image/png;base64,') == page.count("<img")    # every picture inlined
     assert "<tr class=best>" in page and "per-class precision / recall" in page
-
-
-def test_the_sweep_plot_marks_the_threshold_the_seeds_used_on_that_cam_store(run):
-    from maskforge.viz import chosen_thresholds
-    stores = {name: open_store(run[name]) for name in ("cam_r0", "cam_r1", "seeds")}
-    assert chosen_thresholds(stores) == {"cam_r0": {"seeds": stores["seeds"].params["cam"]["bg_threshold"]}}
     assert "<script" not in page and "src=\"http" not in page and "href=" not in page
     seeds = json.loads(open(run["seeds.json"]).read())
     assert f"{seeds['miou']:.2f}" in page
@@ -133,12 +127,18 @@ def test_the_sweep_plot_marks_the_threshold_the_seeds_used_on_that_cam_store(run
             f"<td>{seeds['miou']:.2f}</td><td>{seeds['miou'] / cams['miou']:.2f}</td>") in page
 
 
+def test_the_sweep_plot_marks_the_threshold_the_seeds_used_on_that_cam_store(run):
+    from maskforge.viz import chosen_thresholds
+    stores = {name: open_store(run[name]) for name in ("cam_r0", "cam_r1", "seeds")}
+    assert chosen_thresholds(stores) == {"cam_r0": {"seeds": stores["seeds"].params["cam"]["bg_threshold"]}}
+
+
 def test_store_diff_writes_an_html_page_of_the_most_changed_images(run, tmp_path):
     out = tmp_path / "diff.html"
     assert maskforge_main(["store", "diff", run["seeds"], run["seeds_crf"], "--top", "3", "--html", str(out),
                            "--manifest", f"{run['prepared']}/manifest.json"]) == 0
     page = out.read_text()
-    assert page.count("<img") == 3 * 4                             # image, GT, A, B per changed image
+    assert page.count("<img") == 3 * 4 + 1                         # image, GT, A, B per changed image; colour bar
     assert "IoU A vs B" in page and "crf" in page
 
 

@@ -43,6 +43,7 @@ PAGE_WIDTH = 1400     # pixels the gallery rows are sized for (image, GT and the
 FIGURE_MARGIN = 8     # pixels around a gallery picture
 # Gallery columns first, in this order (by store name; variants beside the default); the other
 # stores (more CAM rounds, regions, saliency, IR labels) are one click away below the gallery.
+LEGEND_HEADING = "colours (masks: class palette; CAMs and saliency: heat map)"
 GT_STORE = "gt"       # the ground_truth stage's store: the upper bound, never marked as the best store
 MAIN_STORES = ("cam_r0", "seeds", "seeds_crf", "assemble_ae", "assemble_ae_crf", "irn", "predict")
 
@@ -228,6 +229,7 @@ def store_diff_html(diff: Mapping[str, Any], a: StoreReader, b: StoreReader, man
         cells += [_figure(render_store_image(s, image_id, base), f"{side} ({diff['most_changed_metric']} {_number(score)})"
                           if side == "B" else side, size) for side, s in (("A", a), ("B", b))]
         rows.append(f'<div class="row">{"".join(cells)}</div>')
+    sections.append((LEGEND_HEADING, legend_html(a.classes)))
     sections.append((f"most changed images ({diff['most_changed_metric']})", "\n".join(rows)))
     return page_html(f"store diff: {a.path.name} vs {b.path.name}", sections)
 
@@ -257,7 +259,7 @@ def report_html(manifest: Manifest, stores: Mapping[str, StoreReader], summaries
         sections.append(("training curves (loss; val mIoU where scored)", plots_html(curves)))
     if sweeps:
         sections.append(("CAM threshold sweeps (best τ starred; dashed: the τ the seeds used)", plots_html(sweeps)))
-    sections.append(("colours (masks: class palette; CAMs and saliency: heat map)", legend_html(manifest.classes)))
+    sections.append((LEGEND_HEADING, legend_html(manifest.classes)))
     for split in manifest.splits:
         ids = [i for i in manifest.ids(split) if manifest.images[i].mask is not None][:images]
         shown = {label: s for label, s in stores.items() if any(i in s for i in ids)}
