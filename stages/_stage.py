@@ -70,7 +70,20 @@ def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | No
         params = select_keys(own, params_keys(stage.params, own))
     for name in stage.outs:
         Path(getattr(args, name)).parent.mkdir(parents=True, exist_ok=True)   # DVC does not create them
+    print(start_line(stage.name, args, [*stage.deps, *stage.later_round_deps, *stage.collects], list(stage.outs)),
+          flush=True)
     return args, params
+
+
+def start_line(name: str, args: argparse.Namespace, inputs: Sequence[str], outputs: Sequence[str]) -> str:
+    """The line a job starts with on the console and in its log: `== seeds: cams data/stores/cam_r0
+    -> store data/stores/seeds` (a list of inputs is summarised by its count)."""
+    def named(keys: Sequence[str]) -> str:
+        values = [(k, getattr(args, k)) for k in keys if getattr(args, k)]
+        return ", ".join(f"{k} {v}" if isinstance(v, str) else f"{k} ({len(v)} files)" for k, v in values)
+    part = f" part {args.part}" if getattr(args, "part", None) is not None else ""
+    variant = f" [variant {args.variant}]" if args.variant else ""
+    return f"== {name}{part}{variant}: {named(inputs) or 'no inputs'} -> {named(outputs)}"
 
 
 def whole_stores(paths: Sequence[str]) -> list[str]:

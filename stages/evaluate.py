@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from maskforge.data.manifest import Manifest
+from maskforge.degenerate import store_warning
 from maskforge.evaluation import evaluate_masks, evaluate_regions
 from maskforge.metric_files import write_json
 from maskforge.store import StoreError, open_store
@@ -24,6 +25,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     summary = scorers[store.kind](store, manifest)
     write_json(args.metrics, summary)
     print(f"evaluate {store.path.name}: mIoU {summary['miou']:.2f}", flush=True)
+    warning = store_warning(args.store, store)
+    if warning:
+        print(f"WARNING {warning}", flush=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from maskforge.checkpoint import load_model
 from maskforge.data.manifest import Manifest
 from maskforge.erasing import round_image
 from maskforge.models.inference import fold_batchnorm
+from maskforge.progress import Progress
 from maskforge.store import StoreWriter, input_digest, open_store
 from maskforge.training import pick_device
 from stages._stage import parse_stage_args, run_stage
@@ -51,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> None:
              for r in (manifest.images[i] for i in ids)]
     inputs = {"prepared": input_digest(args.prepared), "ckpt": input_digest(args.ckpt),
               **({"regions": input_digest(args.regions)} if args.regions else {})}
+    progress = Progress(len(ids), "make_cam" + (f" part {args.part}" if args.part is not None else ""))
     with StoreWriter(args.store, kind="cam", stage="make_cam", params=params, inputs=inputs,
                      classes=manifest.classes) as writer:
         for batch in same_size_batches(sizes, infer["batch_size"]):
@@ -63,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 cam = cam[[present.index(c) for c in own]]
                 cam = F.interpolate(cam[None], size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
                 writer.add(ids[i], normalise_max(cam).cpu().numpy(), classes=own)
+            progress.update(len(batch))
     print(f"make_cam: {len(ids)} images, scales {infer['scales']} + flip"
           + (f", part {args.part} of {infer['shards']}" if args.part is not None else ""), flush=True)
 

@@ -26,6 +26,7 @@ from maskforge.parallel import map_in_pool
 from maskforge.data.manifest import Manifest
 from maskforge.models.backbones import create_backbone
 from maskforge.models.deeplab import DeepLab
+from maskforge.progress import track
 from maskforge.segmentation import labels_from_probs, predict_probs
 from maskforge.store import StoreWriter, input_digest, open_store
 from maskforge.store_png import export_pngs
@@ -65,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     inputs = {"prepared": input_digest(args.prepared), "ckpt": input_digest(args.ckpt)}
     with StoreWriter(args.store, kind="mask", stage="predict", params=params, inputs=inputs,
                      classes=manifest.classes) as writer:
-        for image_id, mask in zip(ids, map_in_pool(refine, scored(), params["crf"]["workers"] if crf else 1)):
+        masks = map_in_pool(refine, scored(), params["crf"]["workers"] if crf else 1)
+        for image_id, mask in zip(ids, track(masks, len(ids), "predict")):
             writer.add(image_id, mask)
     pngs = Path(args.pngs)
     tmp = pngs.with_name(f"{pngs.name}.tmp-{os.getpid()}")

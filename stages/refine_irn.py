@@ -21,6 +21,7 @@ from maskforge.checkpoint import load_model
 from maskforge.data.manifest import Manifest
 from maskforge.models.backbones import create_backbone
 from maskforge.models.irn import BoundaryNet
+from maskforge.progress import track
 from maskforge.randomwalk import irn_mask
 from maskforge.store import StoreWriter, input_digest, open_store
 from maskforge.training import pick_device
@@ -38,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     inputs = {"prepared": input_digest(args.prepared), "ckpt": input_digest(args.ckpt), "cams": input_digest(args.cams)}
     with StoreWriter(args.store, kind="mask", stage="refine_irn", params=params, inputs=inputs,
                      classes=cams.classes) as writer:
-        for image_id in cams.ids:
+        for image_id in track(cams.ids, len(cams.ids), "refine_irn (random walk)"):
             writer.add(image_id, irn_mask(model, manifest.load_image(image_id), cams[image_id],
                                           cams.label_classes(image_id).tolist(), **infer))
     print(f"refine_irn: {len(cams.ids)} images, 2^{infer['exp_times']} random-walk steps", flush=True)

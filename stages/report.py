@@ -1,7 +1,10 @@
-"""report: one offline HTML page (reports/index.html) that opens with the leaderboard (every
-variant's stores, best mIoU first, with the ratio to the store each was made from), then the
-metrics table of every scored store and galleries — image, GT and every store side by side — of the first train ids (pseudo labels)
-and val ids (predictions). `snakemake --report` embeds it; `maskforge report` writes it ad hoc."""
+"""report: one offline HTML page (reports/index.html) that opens with warnings about degenerate
+stores and the leaderboard (every variant's stores, best mIoU first, with the ratio to the store
+each was made from), then the metrics and per-class precision/recall tables, the training curves
+and CAM threshold sweeps as PNG plots (also written to reports/plots/ for `dvc plots diff`), the
+colour legend and galleries — image, GT and the stores side by side — of the first train ids
+(pseudo labels) and val ids (predictions). `snakemake --report` embeds it; `maskforge report`
+writes it ad hoc."""
 
 from __future__ import annotations
 
@@ -9,11 +12,10 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from maskforge.atomic import atomic_write_text
 from maskforge.data.manifest import Manifest
 from maskforge.leaderboard import run_labels
 from maskforge.store import open_store
-from maskforge.viz import report_html
+from maskforge.viz import write_report
 from stages._stage import parse_stage_args, run_stage
 
 
@@ -22,9 +24,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
     stores = {label: open_store(path) for label, path in zip(run_labels(args.stores), args.stores)}
     summaries = {label: json.loads(Path(path).read_text()) for label, path in zip(run_labels(args.metrics), args.metrics)}
-    atomic_write_text(args.html, report_html(manifest, stores, summaries, params["report"]["images"],
-                                             params["report"]["thumbnail"]))
-    print(f"report: {len(stores)} stores, {len(summaries)} metrics files -> {args.html}", flush=True)
+    warnings = write_report(args.html, args.plots, manifest, stores, summaries, args.curves, params["report"]["images"],
+                            params["report"]["thumbnail"])
+    print(f"report: {len(stores)} stores, {len(summaries)} metrics files, {len(args.curves)} curves -> {args.html}",
+          flush=True)
+    for warning in warnings:
+        print(f"WARNING {warning}", flush=True)
 
 
 if __name__ == "__main__":

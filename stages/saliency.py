@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from maskforge.data.manifest import Manifest
+from maskforge.progress import track
 from maskforge.saliency import saliency_map
 from maskforge.store import StoreWriter, input_digest
 from stages._stage import parse_stage_args, run_stage
@@ -21,7 +22,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         inputs["folder"] = input_digest(settings["folder"])
     with StoreWriter(args.store, kind="saliency", stage="saliency", params=params, inputs=inputs,
                      classes=manifest.classes) as writer:
-        for image_id in manifest.ids("train"):
+        ids = manifest.ids("train")
+        for image_id in track(ids, len(ids), "saliency"):
             writer.add(image_id, saliency_map(manifest.load_image(image_id), source=settings["source"],
                                               folder=settings["folder"], image_id=image_id,
                                               blur_sigma=settings["blur_sigma"]))

@@ -1,7 +1,12 @@
-"""Run part of the graph in DAG order through the stages' main()s, as both engines call them; score helpers."""
+"""Run part of the graph in DAG order through the stages' main()s, as both engines call them; score helpers;
+a copy of the project without its outputs, and engine commands that fail with the engine's own lines."""
 
 import importlib
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +21,30 @@ from maskforge_workflow.table import METRICS, MODELS, STORES
 
 CAM_STAGES = {"prepare", "train_cam", "make_cam", "erase", "seeds", "evaluate", "evaluate_cam"}
 REFINE_STAGES = {"saliency", "evaluate_saliency", "assemble_ae", "crf"}
+REPO = Path(__file__).resolve().parents[1]
+GENERATED = {"data/prepared", "data/stores", "data/models", "data/predictions", "data/sweeps", "metrics", "logs",
+             "reports", "benchmarks/runs", ".snakemake", ".venv", ".git", ".dvc/cache", ".dvc/tmp", "dvc.lock",
+             ".pytest_cache", "dvc_plots"}
+BIN = Path(sys.executable).parent
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def copy_repo(dest: Path) -> Path:
+    """The project without its generated outputs (a fresh clone plus whatever is uncommitted)."""
+    def ignore(directory, names):
+        rel = Path(directory).relative_to(REPO)
+        return {n for n in names if (rel / n).as_posix() in GENERATED or n == "__pycache__" or n.endswith(".egg-info")}
+    shutil.copytree(REPO, dest, ignore=ignore, symlinks=True)
+    return dest
+
+
+def sh(cwd, *cmd, check=True):
+    env = {**os.environ, **GIT_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",   # stages run as `python -m ...`
+           "OMP_NUM_THREADS": "1"}   # two jobs at once on two cores: one thread each, no oversubscription
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
 
 
 def local_name(path: str) -> str:

@@ -60,11 +60,11 @@ def test_diff(capsys, mask_pair):
     assert "mask stores: 1 common ids, 1 only in A, 1 only in B" in out
     assert "only in A: y" in lines and "only in B: z" in lines
     assert "crf.iters  10        5" in lines and 'extra      (absent)  "on"' in lines
-    # x: class 0 A{0,1} B{0} → 0.5; class 1 A{2,3} B{1,2} → 1/3; class 2 absent → nan
-    assert "background  0.5000" in lines and "cat         0.3333" in lines and "dog         nan" in lines
-    assert "pixel agreement (pixels labelled in either): 0.5000" in lines
-    assert "pixels whose ignore status changed: 0.2500" in lines
-    assert "x   0.5000" in lines
+    # in %: x: class 0 A{0,1} B{0} → 50; class 1 A{2,3} B{1,2} → 33.3; class 2 absent → nan
+    assert "background  50.0000" in lines and "cat         33.3333" in lines and "dog         nan" in lines
+    assert "pixel agreement (pixels labelled in either, %): 50.0000" in lines
+    assert "pixels whose ignore status changed (%): 25.0000" in lines
+    assert "x   50.0000" in lines
 
 
 def test_diff_of_cam_stores(capsys, tmp_path):

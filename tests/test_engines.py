@@ -7,8 +7,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,33 +15,11 @@ import yaml
 from maskforge.config import load_config
 from maskforge_workflow.codedeps import code_files
 from maskforge_workflow.expand import jobs
+from browser import CHROMIUM, NO_CHROMIUM, WINDOW, render
+from pipeline import BIN, REPO, copy_repo, sh
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
-GENERATED = {"data/prepared", "data/stores", "data/models", "data/predictions", "data/sweeps", "metrics", "logs",
-             "reports", "benchmarks/runs", ".snakemake", ".venv", ".git", ".dvc/cache", ".dvc/tmp", "dvc.lock",
-             ".pytest_cache"}
-BIN = Path(sys.executable).parent
 TINY = load_config(REPO / "params.yaml", [REPO / "tests/configs/tiny.yaml"])
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-
-
-def copy_repo(dest: Path) -> Path:
-    """The project without its generated outputs (a fresh clone plus whatever is uncommitted)."""
-    def ignore(directory, names):
-        rel = Path(directory).relative_to(REPO)
-        return {n for n in names if (rel / n).as_posix() in GENERATED or n == "__pycache__" or n.endswith(".egg-info")}
-    shutil.copytree(REPO, dest, ignore=ignore, symlinks=True)
-    return dest
-
-
-def sh(cwd, *cmd, check=True):
-    env = {**os.environ, **GIT_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",   # stages run as `python -m ...`
-           "OMP_NUM_THREADS": "1"}   # two jobs at once on two cores: one thread each, no oversubscription
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
 
 
 def snakemake(cwd, *args, check=True):
@@ -119,6 +95,26 @@ def test_snakemake_runs_the_graph_and_scores_every_store(project):
     report = (project / "reports/index.html").read_text()
     assert "<img" in report and "http" not in report.split("</title>")[1]      # offline: nothing fetched
     assert (project / "data/predictions").is_dir()
+
+
+def test_report_and_store_diff_pages_render_in_a_browser(project, tmp_path):
+    """The run's report and a store-diff page in headless Chromium: no errors, every image loads,
+    the pages are as tall as their sections and no wider than the width the galleries fit."""
+    if CHROMIUM is None:
+        pytest.skip(NO_CHROMIUM)
+    diff = tmp_path / "diff.html"
+    sh(project, str(BIN / "maskforge"), "store", "diff", "data/stores/seeds", "data/stores/seeds_crf", "--html", str(diff))
+    for page, least_height in ((project / "reports/index.html", 1500), (diff, 400)):
+        seen = render(page, tmp_path)
+        assert seen["errors"] == [] and seen["images"] > 0 and seen["loaded"] == seen["images"], (page, seen)
+        assert seen["height"] >= least_height and seen["width"] <= WINDOW[0], (page, seen)
+    plots = sorted(p.name for p in (project / "reports/plots").glob("*.png"))
+    assert len(plots) == len(list((project / "metrics").glob("*.csv")))          # every curve and sweep
+    dvc(project, "plots", "show", "-o", str(tmp_path / "dvc_plots"))
+    shown = (tmp_path / "dvc_plots/index.html").read_text()
+    assert all(f'src="static/workspace_reports_plots_{name}"' in shown for name in plots)   # images: offline
+    snakemake(project, "--report", str(tmp_path / "report.zip"))                 # the README's command
+    assert (tmp_path / "report.zip").stat().st_size > 0
 
 
 def test_snakemake_hands_over_to_dvc_and_nothing_is_left_to_do(project):

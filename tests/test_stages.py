@@ -6,8 +6,10 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 
 from maskforge.cli import main as maskforge_main
+from maskforge.config import load_config
 from maskforge.data.manifest import Manifest
 from maskforge.store import open_store
 from pipeline import run_cam_pipeline
@@ -91,23 +93,31 @@ def test_missing_input_store_is_one_line_and_exit_2(tmp_path):
 
 
 def test_bad_params_file_is_one_line_and_exit_2(tmp_path):
+    config = load_config()
+    config["cam"]["bg_treshold"] = config["cam"].pop("bg_threshold")   # a typo, whatever the value in params.yaml
     bad = tmp_path / "params.yaml"
-    bad.write_text(open("params.yaml").read().replace("bg_threshold: 0.15", "bg_treshold: 0.15"))
+    bad.write_text(yaml.safe_dump(config))
     result = subprocess.run([sys.executable, "-m", "stages.seeds", "--params-file", str(bad), "--cams", "x",
                              "--store", str(tmp_path / "out")], capture_output=True, text=True)
     assert result.returncode == 2 and "cam.bg_treshold" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_report_is_one_offline_page_with_metrics_and_galleries(run, tmp_path):
+def test_report_is_one_offline_page_with_metrics_plots_and_galleries(run, tmp_path):
     from stages import report
     stores = [run[name] for name in ("cam_r0", "seeds", "saliency", "regions_r1", "assemble_ae_crf")]
     metrics = [run[f"{name}.json"] for name in ("seeds", "cam_r0", "saliency")]
-    out = tmp_path / "index.html"
+    curves = [run["train_cam_r0.csv"], run["cam_r0_sweep.csv"]]
+    out, plots = tmp_path / "index.html", tmp_path / "plots"
     report.main(["--params-json", json.dumps({"report": {"images": 2, "thumbnail": 48}}), "--prepared", run["prepared"],
-                 "--stores", *stores, "--metrics", *metrics, "--html", str(out)])
+                 "--stores", *stores, "--metrics", *metrics, "--curves", *curves, "--html", str(out),
+                 "--plots", str(plots)])
     page = out.read_text()
-    assert page.count("<img") == 2 * (2 + len(stores))       # 2 train rows: image, GT, every store (none holds val)
+    # 2 train rows (image, GT, every store; none holds val), the colour bar, a training curve, a sweep
+    assert page.count("<img") == 2 * (2 + len(stores)) + 1 + 2
+    assert sorted(p.name for p in plots.iterdir()) == ["cam_r0_sweep.png", "train_cam_r0.png"]
+    assert page.count('src="data:image/png;base64,') == page.count("<img")    # every picture inlined
+    assert "<tr class=best>" in page and "per-class precision / recall" in page
     assert "<script" not in page and "src=\"http" not in page and "href=" not in page
     seeds = json.loads(open(run["seeds.json"]).read())
     assert f"{seeds['miou']:.2f}" in page
@@ -117,17 +127,22 @@ def test_report_is_one_offline_page_with_metrics_and_galleries(run, tmp_path):
             f"<td>{seeds['miou']:.2f}</td><td>{seeds['miou'] / cams['miou']:.2f}</td>") in page
 
 
+def test_the_sweep_plot_marks_the_threshold_the_seeds_used_on_that_cam_store(run):
+    from maskforge.viz import chosen_thresholds
+    stores = {name: open_store(run[name]) for name in ("cam_r0", "cam_r1", "seeds")}
+    assert chosen_thresholds(stores) == {"cam_r0": {"seeds": stores["seeds"].params["cam"]["bg_threshold"]}}
+
+
 def test_store_diff_writes_an_html_page_of_the_most_changed_images(run, tmp_path):
     out = tmp_path / "diff.html"
     assert maskforge_main(["store", "diff", run["seeds"], run["seeds_crf"], "--top", "3", "--html", str(out),
                            "--manifest", f"{run['prepared']}/manifest.json"]) == 0
     page = out.read_text()
-    assert page.count("<img") == 3 * 4                             # image, GT, A, B per changed image
+    assert page.count("<img") == 3 * 4 + 1                         # image, GT, A, B per changed image; colour bar
     assert "IoU A vs B" in page and "crf" in page
 
 
 def test_grid_reruns_one_stage_on_cached_stores_and_reuses_results(run, tmp_path, monkeypatch):
-    from maskforge.config import load_config
     from maskforge_workflow.grid import run_grid
     (tmp_path / "data/stores").mkdir(parents=True)
     (tmp_path / "data/prepared").symlink_to(run["prepared"])
@@ -148,7 +163,6 @@ def test_grid_reruns_one_stage_on_cached_stores_and_reuses_results(run, tmp_path
 
 def test_sharded_make_cam_parts_read_as_the_whole_store(run, tmp_path):
     """cam.infer.shards = 2: two jobs write parts of one store; readers take the parts and see the whole."""
-    from maskforge.config import load_config
     from stages import make_cam, seeds
     infer = {**load_config("params.yaml", ["tests/configs/tiny.yaml"])["cam"]["infer"], "shards": 2}
     params = ["--params-json", json.dumps({"cam": {"method": "cam", "infer": infer}})]

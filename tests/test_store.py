@@ -278,11 +278,11 @@ def test_diff_masks_hand_worked(tmp_path):
           params={"crf": {"iters": 5, "sxy": 3}, "new": True}, inputs={"cam": "y", "sal": "s"})
     d = diff_stores(open_store(tmp_path / "a"), open_store(tmp_path / "b"))
     assert (d["common"], d["only_a"], d["only_b"]) == (2, ["onlya"], ["onlyb"])
-    # image m0: class 0 A{0,1} B{0} → 1/2; class 1 A{2,3} B{1,2} → 1/3; m1 identical (1, 2, 3 once each)
-    np.testing.assert_allclose([d["per_class"][c] for c in CLASSES], [1 / 2, 2 / 4, 1, 1])
-    assert d["agreement"] == pytest.approx(5 / 7)  # m0: 2 of 4 labelled-in-either pixels, m1: 3 of 3
-    assert d["ignore_changed"] == pytest.approx(1 / 8)
-    assert d["most_changed"] == [("m0", 0.5), ("m1", 1.0)]
+    # in %: image m0: class 0 A{0,1} B{0} → 1/2; class 1 A{2,3} B{1,2} → 1/3; m1 identical (1, 2, 3 once each)
+    np.testing.assert_allclose([d["per_class"][c] for c in CLASSES], [50, 50, 100, 100])
+    assert d["agreement"] == pytest.approx(100 * 5 / 7)  # m0: 2 of 4 labelled-in-either pixels, m1: 3 of 3
+    assert d["ignore_changed"] == pytest.approx(100 / 8)
+    assert d["most_changed"] == [("m0", 50.0), ("m1", 100.0)]
     assert d["params"] == [("crf.iters", "10", "5"), ("new", ABSENT, "true"), ("seed", "0", ABSENT)]
     assert d["inputs"] == [("cam", '"x"', '"y"')] and d["provenance"] == []
 

@@ -3,7 +3,6 @@
 import json
 import re
 import shlex
-import subprocess
 import sys
 
 import pytest
@@ -15,6 +14,7 @@ from maskforge_workflow.dvc_yaml import dvc_yaml, render_dvc_yaml
 from maskforge_workflow.expand import VARIANT_SEPARATOR, Job, jobs, params_json
 from maskforge_workflow.rules import snakemake_rules
 from maskforge_workflow.table import STAGES, params_keys
+from pipeline import REPO, copy_repo, sh
 
 TWO_VARIANTS = {"compare": {"variants": {"tau30": {"cam.bg_threshold": 0.3}, "short": {"cam.train.epochs": 2}}}}
 
@@ -24,10 +24,18 @@ def test_dvc_yaml_is_generated_from_the_table():
         assert f.read() == render_dvc_yaml(load_config()), "dvc.yaml is stale: run `maskforge dvc-yaml`"
 
 
-def snakemake_plan(*extra):
-    """Every job Snakemake would run, parsed from a forced dry run: name → inputs, outputs, argv."""
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--cores", "1", *extra],
-                         capture_output=True, text=True, check=True).stdout
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """The project without its outputs: dry runs never meet what a user's runs left in the working
+    tree (outputs DVC wrote stop Snakemake until they are handed over)."""
+    return copy_repo(tmp_path_factory.mktemp("workflow") / "repo")
+
+
+def snakemake_plan(project, *extra):
+    """Every job Snakemake would run in `project`, parsed from a forced dry run: name → inputs,
+    outputs, argv. The job headers the default profile leaves out are asked for (--quiet host)."""
+    out = sh(project, sys.executable, "-m", "snakemake", "-n", "-p", "--quiet", "host", "--forceall", "--cores", "1",
+             *extra).stdout
     jobs = {}
     for block in re.split(r"\n(?=rule \w+:)", out)[1:]:
         rule = re.match(r"rule (\w+):", block).group(1)
@@ -40,7 +48,7 @@ def snakemake_plan(*extra):
         jobs[Job(STAGES[stage], wildcards, {}, {}, variant=variant).name] = {
             "deps": set(fields.get("input", "").split(", ")) - {""},
             "outs": set(fields["output"].split(", ")),
-            "argv": shlex.split(command.split(" > ")[0]),
+            "argv": shlex.split(command.split(" 2>&1 | tee ")[0]),
             "rule": stage,
             "gpu": int(dict(r.split("=", 1) for r in fields.get("resources", "").split(", ") if "=" in r).get("gpu", 0)),
         }
@@ -112,7 +120,7 @@ def test_snakemake_rules_and_dvc_yaml_agree_job_by_job(tmp_path, overlay):
         assert {p for v in inputs.values() for p in ([v] if isinstance(v, str) else v)} == set(stage["deps"]), name
         outs = {format_rule(t, job) for t in rule.outputs.values()}
         assert outs == set(stage.get("outs", [])) | set(stage.get("metrics", [])) | set(stage.get("plots", [])), name
-        shell = shlex.split(format_rule(rule.shell.split(" > ")[0].replace("{params.values:q}", "JSON"), job))
+        shell = shlex.split(format_rule(rule.shell.split(" 2>&1 | tee ")[0].replace("{params.values:q}", "JSON"), job))
         dvc_argv = shlex.split(stage["cmd"])
         assert shell[:3] == dvc_argv[:3] and dvc_argv[3:5] == ["--params-file", "params.yaml"], name
         assert stage_args(shell)[2] == {k: v for k, v in stage_args(dvc_argv)[2].items() if k != "--variant"}, name
@@ -164,29 +172,30 @@ def test_the_schema_lists_the_mask_stores_of_the_table_as_training_labels():
 
 
 @pytest.mark.slow
-def test_snakefile_and_dvc_yaml_plan_the_same_jobs():
-    with open("dvc.yaml") as f:
-        assert_same_graph(snakemake_plan(), resolve_dvc_templates(yaml.safe_load(f), load_config()))
+def test_snakefile_and_dvc_yaml_plan_the_same_jobs(project):
+    config = load_config(project / "params.yaml")
+    assert_same_graph(snakemake_plan(project), resolve_dvc_templates(yaml.safe_load((project / "dvc.yaml").read_text()),
+                                                                     config))
 
 
 @pytest.mark.slow
-def test_engines_agree_under_an_overlay(tmp_path):
+def test_engines_agree_under_an_overlay(project, tmp_path):
     overlay = tmp_path / "o.yaml"
     overlay.write_text("ae:\n  rounds: 2\ncam:\n  bg_threshold: 0.3\n")
-    plan = snakemake_plan("--configfile", str(overlay))
+    plan = snakemake_plan(project, "--configfile", str(overlay))
     assert "train_cam_r2" not in plan and "train_cam_r1" in plan
-    config = load_config("params.yaml", [overlay])
+    config = load_config(project / "params.yaml", [overlay])
     assert_same_graph(plan, resolve_dvc_templates(dvc_yaml(config), config))
     assert json.loads(plan["seeds"]["argv"][4]) == {"cam": {"bg_threshold": 0.3}}
 
 
 @pytest.mark.slow
-def test_engines_agree_on_sharded_cam_inference(tmp_path):
+def test_engines_agree_on_sharded_cam_inference(project, tmp_path):
     """cam.infer.shards: 3 → three make_cam jobs per round, each writing a part; readers depend on all parts."""
     overlay = tmp_path / "o.yaml"
     overlay.write_text("ae:\n  rounds: 2\ncam:\n  infer:\n    shards: 3\n")
-    plan = snakemake_plan("--configfile", str(overlay))
-    config = load_config("params.yaml", [overlay])
+    plan = snakemake_plan(project, "--configfile", str(overlay))
+    config = load_config(project / "params.yaml", [overlay])
     assert_same_graph(plan, resolve_dvc_templates(dvc_yaml(config), config))
     assert {f"make_cam_r{r}_p{i}" for r in range(2) for i in range(3)} <= set(plan)
     parts = {f"data/stores/cam_r0/part-{i:05d}-of-00003" for i in range(3)}
@@ -200,26 +209,25 @@ def test_declared_code_is_what_the_stage_imports(name):
     probe = ("import sys, os, importlib; importlib.import_module(sys.argv[1]); "
              "print('\\n'.join(os.path.relpath(m.__file__) for n, m in list(sys.modules.items()) "
              "if n.startswith(('maskforge.', 'stages.')) and m.__file__ and not m.__file__.endswith('__init__.py')))")
-    loaded = subprocess.run([sys.executable, "-c", probe, f"stages.{name}"], capture_output=True, text=True,
-                            check=True).stdout.split()
+    loaded = sh(REPO, sys.executable, "-c", probe, f"stages.{name}").stdout.split()
     assert set(loaded) == set(code_files(STAGES[name]))
 
 
 @pytest.mark.slow
-def test_engines_agree_on_two_variants(tmp_path):
+def test_engines_agree_on_two_variants(project, tmp_path):
     overlay = tmp_path / "o.yaml"
     overlay.write_text(yaml.safe_dump(TWO_VARIANTS))
-    plan = snakemake_plan("--configfile", str(overlay))
-    config = load_config("params.yaml", [overlay])
+    plan = snakemake_plan(project, "--configfile", str(overlay))
+    config = load_config(project / "params.yaml", [overlay])
     assert_same_graph(plan, resolve_dvc_templates(dvc_yaml(config), config))
     assert "tau30__seeds" in plan and "tau30__train_cam_r0" not in plan
     assert json.loads(plan["tau30__seeds"]["argv"][4]) == {"cam": {"bg_threshold": 0.3}}
 
 
 @pytest.mark.slow
-def test_snakemake_plans_on_msrc_with_the_same_graph():
-    plan = snakemake_plan("--configfile", "configs/msrc.yaml")
-    config = load_config("params.yaml", ["configs/msrc.yaml"])
+def test_snakemake_plans_on_msrc_with_the_same_graph(project):
+    plan = snakemake_plan(project, "--configfile", "configs/msrc.yaml")
+    config = load_config(project / "params.yaml", [project / "configs/msrc.yaml"])
     assert_same_graph(plan, resolve_dvc_templates(dvc_yaml(config), config))
     assert json.loads(plan["prepare"]["argv"][4])["dataset"]["root"] == "../shared/datasets/msrc"
 

@@ -30,6 +30,7 @@ from maskforge.store_parts import PART
 from maskforge.store_png import export_pngs, read_png
 
 EXIT_USER_ERROR = 2
+SWEEP_THRESHOLDS = [round(0.05 * i, 2) for i in range(1, 20)]   # maskforge sweep's τ: 0.05 … 0.95
 COMMAND_GROUP = "maskforge.commands"   # entry points: functions(subparsers) adding command groups
 
 
@@ -79,8 +80,8 @@ def cmd_store_diff(args: argparse.Namespace) -> None:
         print(f"\n{section} differences" + (f"\n{table(['key', 'A', 'B'], rows)}" if rows else ": none"))
     print(f"\nper class ({d['per_class_metric']})\n" + table(["class", d["per_class_metric"]], d["per_class"].items()))
     if d["kind"] == "mask":
-        print(f"\npixel agreement (pixels labelled in either): {_cell(d['agreement'])}\n"
-              f"pixels whose ignore status changed: {_cell(d['ignore_changed'])}")
+        print(f"\npixel agreement (pixels labelled in either, %): {_cell(d['agreement'])}\n"
+              f"pixels whose ignore status changed (%): {_cell(d['ignore_changed'])}")
     print(f"\nmost changed images ({d['most_changed_metric']})\n" + table(["id", d["most_changed_metric"]], d["most_changed"]))
     if args.html:
         print(f"\nwrote {args.html}")
@@ -112,33 +113,40 @@ def cmd_store_import(args: argparse.Namespace) -> None:
 
 def add_store_commands(commands: argparse._SubParsersAction) -> None:
     """The `maskforge store ...` group."""
-    store = commands.add_parser("store", help="inspect, compare, export and import mask stores")
+    store = commands.add_parser("store", help="inspect, compare, export and import mask stores",
+                                description="Inspect, compare, export and import the stores under data/stores/.")
     sub = store.add_subparsers(dest="store_command", required=True)
 
-    info = sub.add_parser("info", help="kind, stage, size, classes, params and inputs of a store")
-    info.add_argument("path")
+    info = sub.add_parser("info", help="kind, stage, size, classes, params and inputs of a store",
+                          description="Print a store's provenance: kind, stage, images, classes, params and input hashes.")
+    info.add_argument("path", help="a store folder, e.g. data/stores/seeds")
     info.set_defaults(func=cmd_store_info)
 
-    diff = sub.add_parser("diff", help="per-class change, changed images and parameter diff of two stores")
-    diff.add_argument("a")
-    diff.add_argument("b")
+    diff = sub.add_parser("diff", help="per-class change, changed images and parameter diff of two stores",
+                          description="How store B differs from store A: ids, provenance and params, per-class IoU "
+                                      "(masks) or agreement, and the images that changed most. IoU in %, as in the report.")
+    diff.add_argument("a", metavar="A", help="the reference store, e.g. data/stores/seeds")
+    diff.add_argument("b", metavar="B", help="the store compared with it, e.g. another checkout's data/stores/seeds")
     diff.add_argument("--top", type=int, default=10, help="images (and ids) to list (default 10)")
     diff.add_argument("--html", metavar="FILE", help="also write an offline HTML page with the most changed images")
     diff.add_argument("--manifest", default="data/prepared/manifest.json",
                       help="manifest for images and GT on the HTML page (default data/prepared/manifest.json; skipped if absent)")
     diff.set_defaults(func=cmd_store_diff)
 
-    export = sub.add_parser("export", help="mask store → VOC palette PNGs <id>.png")
-    export.add_argument("path")
-    export.add_argument("out_dir")
+    export = sub.add_parser("export", help="mask store → VOC palette PNGs <id>.png",
+                            description="Write every image of a mask store as a VOC palette PNG <id>.png.")
+    export.add_argument("path", help="a mask store, e.g. data/stores/irn")
+    export.add_argument("out_dir", help="folder to write the PNGs to (created if missing)")
     export.set_defaults(func=cmd_store_export)
 
-    imp = sub.add_parser("import", help="folder of <id>.png (saliency maps or masks) → store")
-    imp.add_argument("src_dir")
-    imp.add_argument("out")
-    imp.add_argument("--kind", required=True, choices=("saliency", "mask"))
+    imp = sub.add_parser("import", help="folder of <id>.png (saliency maps or masks) → store",
+                         description="Read <id>.png for every id of a manifest split (saliency maps, 8-bit grey, "
+                                     "or index masks) into a new store.")
+    imp.add_argument("src_dir", help="folder holding <id>.png for every id of the split")
+    imp.add_argument("out", help="the store to write, e.g. data/stores/my_saliency")
+    imp.add_argument("--kind", required=True, choices=("saliency", "mask"), help="what the PNGs hold")
     imp.add_argument("--manifest", required=True, help="the manifest written by the prepare stage")
-    imp.add_argument("--split", default="train")
+    imp.add_argument("--split", default="train", help="which manifest split's ids to read (default train)")
     imp.set_defaults(func=cmd_store_import)
 
 
@@ -154,34 +162,46 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    """Write the HTML report of the stores and metrics files on disk (default: all of them)."""
-    from maskforge.viz import report_html
+    """Write the HTML report (and its plots) of the stores, metrics and curve files on disk (default: all of them)."""
+    from maskforge.viz import write_report
 
-    paths = args.stores or sorted(p.parent for p in Path("data/stores").glob(f"**/{META}") if not PART.match(p.parent.name))
+    found = (p.parent.parent if PART.match(p.parent.name) else p.parent for p in Path("data/stores").glob(f"**/{META}"))
+    paths = args.stores or sorted(set(found))     # a store written in parts is opened whole
     stores = {label: open_store(p) for label, p in zip(run_labels(paths), paths)}
     metrics = args.metrics or sorted(Path("metrics").glob("**/*.json"))
     summaries = {label: json.loads(Path(p).read_text()) for label, p in zip(run_labels(metrics), metrics)}
+    curves = args.curves if args.curves is not None else sorted(Path("metrics").glob("**/*.csv"))
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
-    atomic_write_text(args.out, report_html(manifest, stores, summaries, args.images, args.thumbnail))
-    print(f"wrote {args.out}: {len(stores)} stores, {len(summaries)} metrics files")
+    plots = Path(args.out).parent / "plots"
+    warnings = write_report(args.out, plots, manifest, stores, summaries, curves, args.images, args.thumbnail)
+    print(f"wrote {args.out} and {plots}/: {len(stores)} stores, {len(summaries)} metrics files, {len(curves)} curves")
+    for warning in warnings:
+        print(f"WARNING {warning}")
 
 
 def add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     """`maskforge sweep` and `maskforge report`."""
-    sweep = commands.add_parser("sweep", help="score seed background thresholds on a cached CAM store (no inference)")
+    sweep = commands.add_parser("sweep", help="score seed background thresholds on a cached CAM store (no inference)",
+                                description="Seeds at every background threshold τ from one pass over a cached CAM "
+                                            "store, each scored against GT (mIoU %); prints the table and the best τ.")
     sweep.add_argument("store", help="a CAM store, e.g. data/stores/cam_r0")
     sweep.add_argument("--manifest", default="data/prepared/manifest.json", help="manifest with the GT masks")
-    sweep.add_argument("--thresholds", type=float, nargs="+",
-                       default=[round(0.05 * i, 2) for i in range(1, 13)], help="tau values (default 0.05 ... 0.60)")
-    sweep.add_argument("--out", default="metrics/sweep.csv", help="CSV of threshold, mIoU")
+    sweep.add_argument("--thresholds", type=float, nargs="+", default=SWEEP_THRESHOLDS,
+                       help="τ values (default 0.05, 0.10 … 0.95: wider than the pipeline's evaluate.thresholds, 0.05 … 0.80)")
+    sweep.add_argument("--out", default="metrics/sweep.csv", help="CSV of threshold, mIoU (default metrics/sweep.csv)")
     sweep.set_defaults(func=cmd_sweep)
-    report = commands.add_parser("report", help="offline HTML page: metrics table and galleries of every store")
+    report = commands.add_parser("report", help="offline HTML page: metrics, plots and galleries of every store",
+                                 description="Write the offline HTML report of the stores, metrics and curves on disk "
+                                             "(as the pipeline's report stage does), its plots as PNGs beside it in plots/.")
     report.add_argument("--prepared", default="data/prepared", help="the prepare stage's folder (images, GT)")
     report.add_argument("--stores", nargs="*", help="stores to show (default: every store under data/stores)")
-    report.add_argument("--metrics", nargs="*", help="metrics JSON files (default: metrics/*.json)")
+    report.add_argument("--metrics", nargs="*", help="metrics JSON files (default: metrics/**/*.json)")
+    report.add_argument("--curves", nargs="*", help="training curve and sweep CSVs to plot (default: metrics/**/*.csv)")
     report.add_argument("--images", type=int, default=6, help="gallery rows per split (default 6)")
     report.add_argument("--thumbnail", type=int, default=160, help="picture size in pixels (default 160)")
-    report.add_argument("--out", default="reports/index.html", help="where to write (default reports/index.html)")
+    report.add_argument("--out", default="reports/adhoc/index.html",
+                        help="where to write, plots in plots/ beside it (default reports/adhoc/index.html: the "
+                             "pipeline's own reports/index.html is an output the engines track)")
     report.set_defaults(func=cmd_report)
 
 

@@ -1,4 +1,4 @@
-"""Several GPUs: torch DistributedDataParallel under torchrun (DESIGN §7).
+"""Several GPUs: torch DistributedDataParallel under torchrun.
 
 A training stage started on a machine with more than one visible GPU re-launches itself as
 ``python -m torch.distributed.run --standalone --nproc_per_node N -m <stage> <same argv>`` (the

@@ -1,4 +1,4 @@
-"""Scoring stores against GT (DESIGN §6): mIoU of masks, threshold sweeps of CAMs, region recall.
+"""Scoring stores against GT: mIoU of masks, threshold sweeps of CAMs, region recall.
 
 Every IoU here is in percent. Only ids with a GT mask count. Pseudo labels are scored on the train
 split where they are generated (the WSSS convention), predictions on val; each summary names its split.

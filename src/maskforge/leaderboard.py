@@ -1,5 +1,5 @@
 """The report's leaderboard: every scored store of every compared variant, best mIoU first, with
-the ratio to the store it was made from (DESIGN §9: each refinement is scored against its input).
+the ratio to the store it was made from (each refinement is scored against its input).
 
 A store's input is found by content, not by name: its provenance (`meta.json` `inputs`) lists the
 sha256 of each input, so the scored store whose bytes have that hash is its input store. This works

@@ -16,6 +16,12 @@ def write_json(path: str | Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a CSV written by write_csv, values as text."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """Rows (dicts with the same keys) as CSV with a header, via a temporary name."""
     text = io.StringIO(newline="")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+from pathlib import Path
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from maskforge.progress import track
 from maskforge.store import StoreWriter
 
 __all__ = ["map_in_pool", "map_into_store"]
@@ -33,7 +35,8 @@ def map_into_store(path: str | os.PathLike, fn: Callable[[T], np.ndarray], ids: 
     `map_in_pool` with `workers` processes and written in order (atomically, as every store)."""
     with StoreWriter(path, kind=kind, stage=stage, params=dict(params), inputs=dict(inputs),
                      classes=list(classes)) as writer:
-        for image_id, result in zip(ids, map_in_pool(fn, items, workers), strict=True):
+        results = track(map_in_pool(fn, items, workers), len(ids), f"{stage} -> {Path(path).name}")
+        for image_id, result in zip(ids, results, strict=True):
             writer.add(image_id, result)
 
 

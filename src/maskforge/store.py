@@ -1,4 +1,4 @@
-"""The store format: one directory per pseudo-label version (DESIGN.md §3), written by
+"""The store format: one directory per pseudo-label version (meta.json + HDF5 shards), written by
 StoreWriter and read by StoreReader (`open_store`). Differences between stores are in store_diff,
 PNG export/import in store_png.
 

@@ -1,6 +1,6 @@
 """`maskforge store diff`: how two versions of a store differ — ids, provenance, params, inputs,
 per-class IoU/agreement (masks) or mean change (maps), and the images that changed most; what
-`dvc diff` cannot say (DESIGN.md §3)."""
+`dvc diff` cannot say."""
 
 from __future__ import annotations
 
@@ -48,9 +48,9 @@ def _joint_histogram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _agreement(hist: np.ndarray) -> float:
-    """Equal labels / pixels labelled in either mask; 1.0 when neither labels anything."""
+    """Equal labels / pixels labelled in either mask, in %; 100 when neither labels anything."""
     labelled = hist.sum() - hist[IGNORE, IGNORE]
-    return float(np.trace(hist) - hist[IGNORE, IGNORE]) / labelled if labelled else 1.0
+    return 100 * float(np.trace(hist) - hist[IGNORE, IGNORE]) / labelled if labelled else 100.0
 
 
 def _mask_diff(a: StoreReader, b: StoreReader, common: list[str]) -> dict:
@@ -61,11 +61,11 @@ def _mask_diff(a: StoreReader, b: StoreReader, common: list[str]) -> dict:
         total += hist
         per_image.append((image_id, _agreement(hist)))
     changed = total[IGNORE].sum() + total[:, IGNORE].sum() - 2 * total[IGNORE, IGNORE]
-    return {"per_class_metric": "IoU A vs B",
-            "per_class": dict(zip(a.classes, iou_from_confusion(total)[: len(a.classes)].tolist())),
+    return {"per_class_metric": "IoU A vs B (%)",
+            "per_class": dict(zip(a.classes, (100 * iou_from_confusion(total)[: len(a.classes)]).tolist())),
             "agreement": _agreement(total) if common else float("nan"),
-            "ignore_changed": float(changed / total.sum()) if total.sum() else float("nan"),
-            "most_changed_metric": "agreement",
+            "ignore_changed": 100 * float(changed / total.sum()) if total.sum() else float("nan"),
+            "most_changed_metric": "agreement (%)",
             "most_changed": sorted(per_image, key=lambda item: item[1])}
 
 
@@ -99,7 +99,7 @@ def diff_stores(a: StoreReader, b: StoreReader, top: int = 10) -> dict:
     """Compare two versions of a store: ids, provenance differences and per-class change.
 
     Masks: per-class IoU of A vs B, pixel agreement (over pixels labelled in either) and the
-    fraction of pixels whose ignore status changed; other kinds: per-class mean |Δ|. `most_changed`
+    share of pixels whose ignore status changed, all in % as in the report; other kinds: per-class mean |Δ|. `most_changed`
     lists the `top` images that changed most."""
     if a.kind != b.kind:
         raise StoreError(f"{b.path}: a {b.kind} store, {a.path} is a {a.kind} store — diff two stores of one kind")

@@ -16,11 +16,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from maskforge.checkpoint import load_checkpoint, save_checkpoint
 from maskforge.distributed import global_mean, is_main_process, unwrap
 from maskforge.metric_files import write_csv
+from maskforge.progress import Progress
 
 Batch = tuple[torch.Tensor, ...]   # (images, targets) or (images, targets, more targets, …)
 
@@ -59,6 +59,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             start_epoch, rows = state["epoch"], state["rows"]
     total = epochs * steps_per_epoch
     step = start_epoch * steps_per_epoch
+    progress = Progress(total - step, desc, "steps", enabled=main)   # ETA over the steps left to train
     for epoch in range(start_epoch, epochs):
         if on_epoch_start is not None:
             on_epoch_start(epoch)
@@ -66,9 +67,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         torch.manual_seed(int(rng.integers(2**31)))
         model.train()
         losses = []
-        progress = tqdm(_take(make_batches(rng), steps_per_epoch), total=steps_per_epoch,
-                        desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=None if main else True, mininterval=5)
-        for batch in progress:
+        for batch in _take(make_batches(rng), steps_per_epoch):
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = poly_lr(base, step, total)
             loss = loss_fn(model, tuple(t.to(device) for t in batch))
@@ -77,7 +76,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             optimizer.step()
             losses.append(loss.item())
             step += 1
-            progress.set_postfix(loss=f"{loss.item():.4f}")
+            progress.update(epoch=f"{epoch + 1}/{epochs}", loss=losses[-1])
         rows.append({"epoch": epoch + 1, "step": step, "loss": global_mean(float(np.sum(losses)), len(losses)),
                      "lr": optimizer.param_groups[0]["lr"]})
         if not main:

@@ -58,7 +58,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """`maskforge dvc-yaml`, `maskforge grid` and `maskforge handover` (the entry point)."""
-    dvc = commands.add_parser("dvc-yaml", help="regenerate dvc.yaml from the stage table and params")
+    dvc = commands.add_parser("dvc-yaml", help="regenerate dvc.yaml from the stage table and params",
+                              description="Write dvc.yaml from the stage table for the params (after changing "
+                                          "ae.rounds, cam.infer.shards, cam.method or compare); --check only compares.")
     add_config_arguments(dvc)
     dvc.add_argument("--out", default="dvc.yaml", help="where to write (default dvc.yaml)")
     dvc.add_argument("--check", action="store_true", help="exit 2 if the file differs instead of writing it")
@@ -74,7 +76,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     grid.add_argument("--set", action="append", required=True, metavar="KEY=V1,V2",
                       help="a params key and its values (repeat for a product grid)")
     add_config_arguments(grid)
-    grid.add_argument("--out", help="also write the ranked rows as CSV")
+    grid.add_argument("--out", metavar="CSV", help="also write the ranked rows as CSV")
     grid.set_defaults(func=cmd_grid)
     handover = commands.add_parser(
         "handover", help="hand the outputs of one engine to the other",

@@ -126,7 +126,8 @@ def jobs(config: Mapping[str, Any], training_labels: str | None = None) -> list[
     listed = [replace(job, deps={k: parts_of.get(v, v) for k, v in job.deps.items()}) for job in listed]
     stores = [_whole_store(job.outs["store"]) for job in listed if job.stage.store_kind]
     outputs = {"stores": tuple(p for path in dict.fromkeys(stores) for p in parts_of.get(path, (path,))),
-               "metrics": tuple(job.outs[k] for job in listed for k in job.stage.metrics)}
+               "metrics": tuple(job.outs[k] for job in listed for k in job.stage.metrics),
+               "plots": tuple(job.outs[k] for job in listed if not job.stage.collects for k in job.stage.plots)}
     return [replace(job, collected={name: outputs[what] for name, what in job.stage.collects.items()})
             if job.stage.collects else job for job in listed]
 

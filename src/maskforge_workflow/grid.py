@@ -21,6 +21,7 @@ import yaml
 from maskforge.config import ConfigError, canonical_json, get_key, select_keys, set_key, validate_config
 from maskforge.data.manifest import Manifest
 from maskforge.evaluation import evaluate_masks
+from maskforge.progress import Progress
 from maskforge.store import StoreError, open_store
 from maskforge_workflow.expand import Job, jobs
 from maskforge_workflow.table import MANIFEST, STAGES, params_keys
@@ -71,8 +72,9 @@ def run_grid(config: Mapping[str, Any], stage_name: str, grid: Mapping[str, list
     module = importlib.import_module(job.stage.module)
     manifest = Manifest.read(root / MANIFEST)
     rows = []
-    for values in itertools.product(*grid.values()):
-        combination = dict(zip(grid, values))
+    combinations = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    progress = Progress(len(combinations), f"grid {job.name}", "combinations", interval=0)
+    for number, combination in enumerate(combinations, 1):
         trial = copy.deepcopy(dict(config))
         for key, value in combination.items():
             set_key(trial, key, value)
@@ -80,7 +82,10 @@ def run_grid(config: Mapping[str, Any], stage_name: str, grid: Mapping[str, list
         params = select_keys(trial, params_keys(job.stage.params, trial))
         folder = root / SWEEPS / job.name / re.sub(r"[^\w.=,+-]", "_", combination_name(combination))
         outs = {k: folder / Path(v).name for k, v in job.outs.items()}
-        if not _cached(outs["store"], params, [root / p for p in job.dep_paths()]):
+        cached = _cached(outs["store"], params, [root / p for p in job.dep_paths()])
+        print(f"grid {job.name} {number}/{len(combinations)}: {combination_name(combination)}"
+              + (" (cached)" if cached else ""), flush=True)
+        if not cached:
             argv = ["--params-json", canonical_json(params)]
             argv += [a for k, v in job.deps.items() for a in (f"--{k}", *(str(root / p) for p in
                                                                      ((v,) if isinstance(v, str) else v)))]
@@ -90,6 +95,7 @@ def run_grid(config: Mapping[str, Any], stage_name: str, grid: Mapping[str, list
             summary = evaluate_masks(store, manifest)
         rows.append({**combination, "miou": summary["miou"], "labelled_fraction": summary["labelled_fraction"],
                      "store": str(outs["store"])})
+        progress.update(mIoU=f"{summary['miou']:.2f}")
     return sorted(rows, key=lambda r: -r["miou"])
 
 

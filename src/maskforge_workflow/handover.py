@@ -7,7 +7,7 @@
   dvc.yaml describes, and recording it would pair overlay outputs with params.yaml values.
 - DVC → Snakemake: an output Snakemake has no record of (written by `dvc repro`, `dvc checkout`,
   `dvc exp apply`), or one rewritten after Snakemake recorded it, would be trusted by mtime alone,
-  with params and code unchecked (measured, DESIGN.md). `untrusted_outputs` finds them and the
+  with params and code unchecked (measured with Snakemake 9.27). `untrusted_outputs` finds them and the
   Snakefile stops on them; `adopt_for_snakemake` lets Snakemake record them only once
   `dvc status` says they match params.yaml, the code and their inputs.
 """

@@ -14,11 +14,12 @@ from maskforge_workflow.expand import VARIANT_SEPARATOR, Job, jobs, params_json,
 from maskforge_workflow.table import BENCHMARKS, LOGS, STAGES, Stage
 
 def shell_command(stage: Stage, parted: bool) -> str:
-    """The Snakemake `shell:` of a rule: same arguments as the DVC cmd, params as JSON."""
+    """The Snakemake `shell:` of a rule: same arguments as the DVC cmd, params as JSON; the output
+    goes to the log and the console (Snakemake runs it under `set -o pipefail`)."""
     args = [f"--{k} {{input.{k}}}" for k in {**stage.deps, **stage.later_round_deps, **stage.collects}]
     args += [f"--{k} {{output.{k}}}" for k in stage.outs]
     args += ["--part {wildcards.part}"] if parted else []
-    return " ".join([f"python -m {stage.module}", "--params-json {params.values:q}", *args, "> {log} 2>&1"])
+    return " ".join([f"python -m {stage.module}", "--params-json {params.values:q}", *args, "2>&1 | tee {log}"])   # log and console
 
 
 @dataclass(frozen=True)

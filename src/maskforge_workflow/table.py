@@ -48,7 +48,7 @@ class Stage:
     metrics: tuple[str, ...] = ()        # outs that are DVC metrics (not cached)
     plots: tuple[str, ...] = ()          # outs that are DVC plots (not cached)
     store_kind: str | None = None        # kind of the store in outs["store"], if any
-    collects: Mapping[str, str] = field(default_factory=dict)  # --name → "stores"|"metrics": every such output of the DAG
+    collects: Mapping[str, str] = field(default_factory=dict)  # --name → "stores"|"metrics"|"plots": every such output of the DAG
     parts: str | None = None             # params key: the number of jobs that write parts of outs["store"]
     gpu: int = 0                         # GPUs a job uses (Snakemake: resources gpu=N; checked by a test)
     threads: int | str = 1               # Snakemake threads: a fixed count, or the params key that holds it
@@ -195,8 +195,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         name="report",
         params=("report",),
         deps={"prepared": PREPARED},
-        collects={"stores": "stores", "metrics": "metrics"},
-        outs={"html": f"{REPORTS}/index.html"},
+        collects={"stores": "stores", "metrics": "metrics", "curves": "plots"},
+        outs={"html": f"{REPORTS}/index.html", "plots": f"{REPORTS}/plots"},   # the report's PNG plots, for `dvc plots diff`
+        plots=("plots",),
         shown={"html": "gallery.rst"},
     ),
     Stage(

@@ -1,6 +1,6 @@
 """ESOL: expansion and shrinkage of localisation (Li et al., "Expansion and Shrinkage of Localization
 for Weakly-Supervised Semantic Segmentation", NeurIPS 2022). The authors published no code; this
-is built from the paper's description (its abstract and DESIGN.md §4; the full text with its
+is built from the paper's description (its abstract; the full text with its
 equation numbers was not at hand, so no equation numbers are cited), and every detail that the
 description leaves open is a choice of maskforge, marked *choice*.
 
