@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from maskforge.checkpoint import CheckpointError
-from maskforge.config import ConfigError, load_config, select_keys, validate_selection, variant_config
+from maskforge.config import ConfigError, canonical_json, load_config, select_keys, validate_selection, variant_config
 from maskforge.data.manifest import DatasetError
 from maskforge.store import StoreError
 from maskforge.store_parts import PART
@@ -68,6 +68,7 @@ def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | No
         config = load_config(args.params_file)
         own = variant_config(config, args.variant) if args.variant else config
         params = select_keys(own, params_keys(stage.params, own))
+    params = json.loads(canonical_json(params))   # one key order whichever engine passed them: same bytes in stores and checkpoints
     for name in stage.outs:
         Path(getattr(args, name)).parent.mkdir(parents=True, exist_ok=True)   # DVC does not create them
     return args, params

@@ -20,7 +20,7 @@ from stages._stage import parse_stage_args, run_stage
 def main(argv: Sequence[str] | None = None) -> None:
     args, params = parse_stage_args(__spec__.name, __doc__, argv)
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
-    stores = {label: open_store(path) for label, path in zip(run_labels(args.stores), args.stores)}
+    stores = {label: open_store(path, manifest=manifest) for label, path in zip(run_labels(args.stores), args.stores)}
     summaries = {label: json.loads(Path(path).read_text()) for label, path in zip(run_labels(args.metrics), args.metrics)}
     atomic_write_text(args.html, report_html(manifest, stores, summaries, params["report"]["images"],
                                              params["report"]["thumbnail"]))

@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     inputs = {"prepared": input_digest(args.prepared)}
     if settings["source"] == "folder":
         inputs["folder"] = input_digest(settings["folder"])
-    with StoreWriter(args.store, kind="saliency", stage="saliency", params=params, inputs=inputs,
+    with StoreWriter(args.store, kind="saliency", stage="saliency", params=params, inputs=inputs, manifest=manifest.sha256,
                      classes=manifest.classes) as writer:
         for image_id in manifest.ids("train"):
             writer.add(image_id, saliency_map(manifest.load_image(image_id), source=settings["source"],

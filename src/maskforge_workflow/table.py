@@ -50,6 +50,8 @@ class Stage:
     gpu: int = 0                         # GPUs a job uses (Snakemake: resources gpu=N; checked by a test)
     threads: str | None = None           # Snakemake threads: ALL_CORES or a params key (None: one)
     shown: Mapping[str, str] = field(default_factory=dict)  # out → caption (workflow/report/) in `snakemake --report`
+    reads_dataset: bool = False          # reads dataset.root's files: DVC lists them as deps, Snakemake
+                                         # their content fingerprint (maskforge.data.fingerprint)
 
     def is_folder(self, out: str) -> bool:
         """Outputs without a file suffix are folders (stores, prepared data, PNG folders)."""
@@ -71,6 +73,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         params=("dataset",),
         deps={},
         outs={"prepared": PREPARED},
+        reads_dataset=True,
     ),
     Stage(
         name="train_cam",

@@ -7,12 +7,17 @@ sys.path[:0] = [f"{workflow.basedir}/src", workflow.basedir]
 
 from snakemake.utils import validate
 
-from maskforge.config import SCHEMA_PATH
+from maskforge.config import SCHEMA_PATH, check_ordered_pairs
+from maskforge.data.fingerprint import write_fingerprint
 from maskforge_workflow.expand import final_targets
 from maskforge_workflow.rules import snakemake_rules
 from maskforge_workflow.handover import guard_snakemake, record_for_dvc
 
 validate(config, str(SCHEMA_PATH))
+check_ordered_pairs(config, "config")   # what the schema cannot say: [low, high] pairs in order
+# Snakemake compares mtimes only: the dataset's content hash, rewritten only when it changes, is
+# prepare's input, so an edited mask, image, split list or label file reruns prepare.
+write_fingerprint(config["dataset"])
 
 # Outputs that DVC (or anything else) wrote are not trusted by mtime: stop and say how to adopt them.
 if not (workflow.dag_settings and (workflow.dag_settings.forceall or workflow.touch)):
