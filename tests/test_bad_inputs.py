@@ -14,7 +14,7 @@ from PIL import Image
 
 from maskforge.config import canonical_json, load_config
 from maskforge.data.manifest import Manifest
-from maskforge.store import StoreError, StoreWriter, open_store, same_manifest
+from maskforge.store import StoreError, StoreWriter, check_existing, open_store, same_manifest
 from stages import evaluate, prepare, train_cam
 from stages._stage import run_stage
 
@@ -177,3 +177,14 @@ def test_a_store_of_another_dataset_is_refused_naming_store_manifest_and_fix(ids
     with pytest.raises(StoreError, match="made from another dataset manifest than"):
         same_manifest(open_store(tmp_path / "ours"), open_store(tmp_path / "theirs"))
     assert open_store(tmp_path / "ours", manifest=manifest).manifest_sha256 == manifest.sha256
+
+
+def test_a_truncated_shard_is_found_before_anything_is_planned(tmp_path):
+    """What the Snakefile checks at parse time: a store whose shard lost bytes names the shard and
+    the command that rebuilds it; missing stores (not built yet) are fine."""
+    _store(tmp_path / "cams", "0" * 64)
+    check_existing([tmp_path / "cams", tmp_path / "not_built_yet"])
+    shard = tmp_path / "cams" / "shard-00000.h5"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(StoreError, match=rf"shard-00000\.h5: \d+ bytes, meta\.json says \d+ bytes .*`rm -r {tmp_path / 'cams'}`"):
+        check_existing([tmp_path / "cams"])

@@ -303,6 +303,19 @@ def open_store(path: str | os.PathLike, kind: str | None = None, manifest: Manif
     return reader
 
 
+def check_existing(paths: Sequence[str | os.PathLike]) -> None:
+    """Open each of `paths` that exists as a store (meta, schema version, shard sizes): for an
+    engine that cannot see inside a folder output (Snakemake), before it plans anything or deletes
+    a downstream output. StoreError on the first damaged one, saying how to rebuild it."""
+    for path in paths:
+        if Path(path).exists():
+            try:
+                _open(Path(path), None).close()
+            except StoreError as exc:
+                raise StoreError(f"{exc}; Snakemake cannot see this: `rm -r {path}` and rerun it (it rebuilds "
+                                 "the store and what reads it)") from None
+
+
 def same_manifest(*stores: StoreReader) -> str:
     """The manifest fingerprint that all `stores` were made from (what a store written from
     them records); StoreError naming the odd one out if they differ."""
