@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import torch
+
 from maskforge.checkpoint import CheckpointError
 from maskforge.config import ConfigError, canonical_json, load_config, select_keys, validate_selection, variant_config
 from maskforge.data.manifest import DatasetError
@@ -21,8 +23,19 @@ from maskforge.store_parts import PART
 from maskforge_workflow.table import params_keys, stage_of_module
 
 
+# Intra-op threads of every stage's torch work. CPU kernels (oneDNN convolution forward and
+# backward, and PyTorch's own without oneDNN) split their reductions by thread count, so weights
+# and CAMs differed in the last bits between OMP_NUM_THREADS=1 and 2 (measured: stem conv output
+# 1e-5 apart; stores and checkpoints not byte-identical) and between engines (Snakemake sets
+# OMP_NUM_THREADS to a job's threads). One fixed count fixes the reduction order: same bytes
+# whatever the machine's thread settings; parallelism comes from jobs (e.g. cam.infer.shards).
+TORCH_THREADS = 1
+
+
 def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
-    """Parse a stage's arguments (named after its table entry) and load exactly its params keys."""
+    """Parse a stage's arguments (named after its table entry) and load exactly its params keys;
+    fixes torch's thread count (TORCH_THREADS)."""
+    torch.set_num_threads(TORCH_THREADS)
     stage = stage_of_module(module_name)
     parser = argparse.ArgumentParser(prog=f"python -m {module_name}", description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -39,7 +39,7 @@ def test_hash_follows_content_not_mtimes_and_reuses_unchanged_files(tiny_voc, tm
     first = dataset_sha256(dataset, cache)
     assert first == dataset_sha256(dataset, None)
     hashed = []
-    monkeypatch.setattr(fingerprint, "_sha256", lambda p, real=fingerprint._sha256: hashed.append(p) or real(p))
+    monkeypatch.setattr(fingerprint, "file_sha256", lambda p, real=fingerprint.file_sha256: hashed.append(p) or real(p))
     os.utime(tiny_voc / "JPEGImages/a.jpg")                              # touched: rehashed, same content
     assert dataset_sha256(dataset, cache) == first and hashed == [str(tiny_voc / "JPEGImages/a.jpg")]
     mask = tiny_voc / "SegmentationClass/b.png"

@@ -47,7 +47,8 @@ def params_sha256(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _file_sha256(path: Path) -> bytes:
+def file_sha256(path: str | os.PathLike) -> bytes:
+    """sha256 digest of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -59,13 +60,13 @@ def input_digest(path: str | os.PathLike) -> str:
     """sha256 hex of a file's bytes, or of a directory's files (relative names + contents, sorted)."""
     path = Path(path)
     if path.is_file():
-        return _file_sha256(path).hex()
+        return file_sha256(path).hex()
     if not path.is_dir():
         raise StoreError(f"{path}: input does not exist — build it first or fix the path")
     h = hashlib.sha256()
     files = (p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp")   # Snakemake's marker
     for name in sorted(p.relative_to(path).as_posix() for p in files):
-        h.update(name.encode() + b"\0" + _file_sha256(path / name))
+        h.update(name.encode() + b"\0" + file_sha256(path / name))
     return h.hexdigest()
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from maskforge.atomic import atomic_write_text
+from maskforge.store import file_sha256
 
 FINGERPRINT = "data/dataset.json"               # Snakemake's input of prepare
 CACHE = "data/.dataset_cache.json"              # path → [size, mtime_ns, inode, sha256] of the last refresh
@@ -47,14 +48,6 @@ def _files(paths: list[str]) -> Iterator[str]:
             yield path
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def dataset_sha256(dataset: Mapping[str, Any], cache_path: str | os.PathLike | None = CACHE) -> str:
     """sha256 over the relative names and contents of every file of `dataset_paths`, sorted; file
     hashes are reused from `cache_path` while size, mtime and inode match (None: no cache).
@@ -73,7 +66,7 @@ def dataset_sha256(dataset: Mapping[str, Any], cache_path: str | os.PathLike | N
             st = os.stat(path)
             key = [st.st_size, st.st_mtime_ns, st.st_ino]
             known = cache.get(path)
-            digest = known[3] if known and known[:3] == key else _sha256(path)
+            digest = known[3] if known and known[:3] == key else file_sha256(path).hex()
             fresh[path] = [*key, digest]
         except OSError:
             digest = "unreadable"
