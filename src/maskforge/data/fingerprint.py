@@ -39,13 +39,15 @@ def dataset_paths(dataset: Mapping[str, Any]) -> list[str]:
     return [os.path.join(root, c) for c in dict.fromkeys(candidates) if (base / c).exists()]
 
 
-def _files(paths: list[str]) -> Iterator[str]:
+def _files(root: str, paths: list[str]) -> Iterator[tuple[str, str]]:
+    """(name relative to `root`, path) of every file under `paths` (each `root`-joined)."""
+    skip = len(os.path.join(root, ""))
     for path in paths:
         if os.path.isdir(path):
             for folder, _, names in os.walk(path):
-                yield from (os.path.join(folder, n) for n in names)
+                yield from ((p[skip:], p) for p in (os.path.join(folder, n) for n in names))
         else:
-            yield path
+            yield path[skip:], path
 
 
 def dataset_sha256(dataset: Mapping[str, Any], cache_path: str | os.PathLike | None = CACHE) -> str:
@@ -61,7 +63,7 @@ def dataset_sha256(dataset: Mapping[str, Any], cache_path: str | os.PathLike | N
             cache = {}
     fresh: dict[str, list] = {}
     h = hashlib.sha256()
-    for path in sorted(_files(dataset_paths(dataset)), key=lambda p: os.path.relpath(p, root)):
+    for name, path in sorted(_files(root, dataset_paths(dataset))):
         try:
             st = os.stat(path)
             key = [st.st_size, st.st_mtime_ns, st.st_ino]
@@ -70,7 +72,7 @@ def dataset_sha256(dataset: Mapping[str, Any], cache_path: str | os.PathLike | N
             fresh[path] = [*key, digest]
         except OSError:
             digest = "unreadable"
-        h.update(os.path.relpath(path, root).encode("utf-8", "surrogateescape") + b"\0" + digest.encode() + b"\n")
+        h.update(name.encode("utf-8", "surrogateescape") + b"\0" + digest.encode() + b"\n")
     if cache_path is not None and fresh != cache:
         atomic_write_text(cache_path, json.dumps(fresh, sort_keys=True))
     return h.hexdigest()
