@@ -29,11 +29,12 @@ def test_params_reach_a_stage_in_one_key_order_from_either_engine(tmp_path):
     assert list(from_dvc["cam"]) == sorted(from_dvc["cam"])
 
 
-def test_a_stage_computes_with_the_fixed_thread_count(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch, "get_num_threads", torch.get_num_threads)
+def test_a_stage_computes_with_the_fixed_thread_count(tmp_path):
+    """Whatever OMP_NUM_THREADS (Snakemake sets it to a job's threads) made torch start with."""
+    before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         parse_stage_args("stages.prepare", None, ["--prepared", str(tmp_path / "p")])
-        assert torch.get_num_threads() == TORCH_THREADS
+        assert torch.get_num_threads() == TORCH_THREADS == 1
     finally:
-        torch.set_num_threads(1)
+        torch.set_num_threads(before)
