@@ -38,7 +38,6 @@ class Rule:
     by_wildcards: Mapping[tuple[tuple[str, str], ...], Job]
     dataset: tuple[str, ...]                   # the dataset fingerprint file, if the stage reads dataset files
 
-
     def inputs(self, wildcards: Mapping[str, str]) -> dict[str, str | list[str]]:
         """The job's inputs by name (Snakemake input function): code files, then the table's
         inputs; a later-round input is empty in round 0."""
