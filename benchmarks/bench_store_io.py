@@ -54,7 +54,8 @@ def measure(images: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         store, npy = Path(tmp) / "cams", Path(tmp) / "npy"
         start = time.perf_counter()
-        with StoreWriter(store, kind="cam", stage="bench", params={}, inputs={}, classes=manifest.classes) as writer:
+        with StoreWriter(store, kind="cam", stage="bench", params={}, inputs={}, manifest=manifest.sha256,
+                         classes=manifest.classes) as writer:
             for i, (cam, labels) in cams.items():
                 writer.add(i, cam, classes=labels)
         store_write = time.perf_counter() - start

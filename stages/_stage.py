@@ -13,16 +13,29 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import torch
+
 from maskforge.checkpoint import CheckpointError
-from maskforge.config import ConfigError, load_config, select_keys, validate_selection, variant_config
+from maskforge.config import ConfigError, canonical_json, load_config, select_keys, validate_selection, variant_config
 from maskforge.data.manifest import DatasetError
 from maskforge.store import StoreError
 from maskforge.store_parts import PART
 from maskforge_workflow.table import params_keys, stage_of_module
 
 
+# Intra-op threads of every stage's torch work. CPU kernels (oneDNN convolution forward and
+# backward, and PyTorch's own without oneDNN) split their reductions by thread count, so weights
+# and CAMs differed in the last bits between OMP_NUM_THREADS=1 and 2 (measured: stem conv output
+# 1e-5 apart; stores and checkpoints not byte-identical) and between engines (Snakemake sets
+# OMP_NUM_THREADS to a job's threads). One fixed count fixes the reduction order: same bytes
+# whatever the machine's thread settings; parallelism comes from jobs (e.g. cam.infer.shards).
+TORCH_THREADS = 1
+
+
 def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
-    """Parse a stage's arguments (named after its table entry) and load exactly its params keys."""
+    """Parse a stage's arguments (named after its table entry) and load exactly its params keys;
+    fixes torch's thread count (TORCH_THREADS)."""
+    torch.set_num_threads(TORCH_THREADS)
     stage = stage_of_module(module_name)
     parser = argparse.ArgumentParser(prog=f"python -m {module_name}", description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,6 +81,7 @@ def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | No
         config = load_config(args.params_file)
         own = variant_config(config, args.variant) if args.variant else config
         params = select_keys(own, params_keys(stage.params, own))
+    params = json.loads(canonical_json(params))   # one key order whichever engine passed them: same bytes in stores and checkpoints
     for name in stage.outs:
         Path(getattr(args, name)).parent.mkdir(parents=True, exist_ok=True)   # DVC does not create them
     print(start_line(stage.name, args, [*stage.deps, *stage.later_round_deps, *stage.collects], list(stage.outs)),

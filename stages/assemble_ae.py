@@ -9,7 +9,7 @@ from typing import Sequence
 
 from maskforge.assemble import assemble_pseudo_mask, ignore_reasons
 from maskforge.metric_files import write_json
-from maskforge.store import StoreWriter, input_digest, open_store
+from maskforge.store import StoreWriter, input_digest, open_store, same_manifest
 from stages._stage import parse_stage_args, run_stage
 
 
@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     regions, saliency = open_store(args.regions, kind="region"), open_store(args.saliency, kind="saliency")
     ignored, pixels = Counter(), 0
     inputs = {"regions": input_digest(args.regions), "saliency": input_digest(args.saliency)}
-    with StoreWriter(args.store, kind="mask", stage="assemble_ae", params=params, inputs=inputs,
+    with StoreWriter(args.store, kind="mask", stage="assemble_ae", params=params, inputs=inputs, manifest=same_manifest(regions, saliency),
                      classes=regions.classes) as writer:
         for image_id in regions.ids:
             mined, classes, salient = regions[image_id], regions.label_classes(image_id), saliency[image_id]

@@ -23,12 +23,12 @@ def refine(item: tuple[np.ndarray, np.ndarray, list[int], CRFParams]) -> np.ndar
 def main(argv: Sequence[str] | None = None) -> None:
     args, params = parse_stage_args(__spec__.name, __doc__, argv)
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
-    masks = open_store(args.masks, kind="mask")
+    masks = open_store(args.masks, kind="mask", manifest=manifest)
     settings = CRFParams.from_params(params["crf"])
     items = ((manifest.load_image(i), masks[i], [0, *manifest.label_ids(i).tolist()], settings) for i in masks.ids)
     inputs = {"prepared": input_digest(args.prepared), "masks": input_digest(args.masks)}
     map_into_store(args.store, refine, masks.ids, items, params["crf"]["workers"], kind="mask", stage="crf",
-                   params=params, inputs=inputs, classes=masks.classes)
+                   params=params, inputs=inputs, manifest=manifest.sha256, classes=masks.classes)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from maskforge.erasing import accumulate_regions, mine_regions
-from maskforge.store import StoreWriter, input_digest, open_store
+from maskforge.store import StoreWriter, input_digest, open_store, same_manifest
 from stages._stage import parse_stage_args, run_stage
 
 
@@ -16,6 +16,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     previous = open_store(args.regions, kind="region") if args.regions else None
     inputs = {"cams": input_digest(args.cams), **({"regions": input_digest(args.regions)} if args.regions else {})}
     with StoreWriter(args.store, kind="region", stage="erase", params=params, inputs=inputs,
+                     manifest=same_manifest(cams, *([previous] if previous else [])),
                      classes=cams.classes) as writer:
         for image_id in cams.ids:
             classes = cams.label_classes(image_id).tolist()

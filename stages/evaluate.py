@@ -18,7 +18,7 @@ from stages._stage import parse_stage_args, run_stage
 def main(argv: Sequence[str] | None = None) -> None:
     args, _ = parse_stage_args(__spec__.name, __doc__, argv)
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
-    store = open_store(args.store)
+    store = open_store(args.store, manifest=manifest)
     scorers = {"mask": evaluate_masks, "region": evaluate_regions}
     if store.kind not in scorers:
         raise StoreError(f"{args.store}: a {store.kind} store; evaluate scores mask and region stores (cam: evaluate_cam)")

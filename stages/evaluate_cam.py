@@ -16,7 +16,7 @@ from stages._stage import parse_stage_args, run_stage
 def main(argv: Sequence[str] | None = None) -> None:
     args, params = parse_stage_args(__spec__.name, __doc__, argv)
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
-    summary, rows = evaluate_cams(open_store(args.store, kind="cam"), manifest, params["evaluate"]["thresholds"])
+    summary, rows = evaluate_cams(open_store(args.store, kind="cam", manifest=manifest), manifest, params["evaluate"]["thresholds"])
     write_csv(args.sweep, rows)
     write_json(args.metrics, summary)
     print(f"evaluate_cam {summary['store']}: best tau {summary['bg_threshold']}, mIoU {summary['miou']:.2f}", flush=True)

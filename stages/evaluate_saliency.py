@@ -17,7 +17,7 @@ from stages._stage import parse_stage_args, run_stage
 def main(argv: Sequence[str] | None = None) -> None:
     args, params = parse_stage_args(__spec__.name, __doc__, argv)
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
-    summary = evaluate_saliency(open_store(args.store, kind="saliency"), manifest, params["assemble"]["bg_saliency"])
+    summary = evaluate_saliency(open_store(args.store, kind="saliency", manifest=manifest), manifest, params["assemble"]["bg_saliency"])
     write_json(args.metrics, summary)
     print(f"evaluate_saliency: fg/bg mIoU {summary['miou']:.2f} at {summary['threshold']}", flush=True)
 

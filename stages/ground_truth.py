@@ -18,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ids = manifest.ids("train")
     written = 0
     with StoreWriter(args.store, kind="mask", stage="ground_truth", params=params,
-                     inputs={"prepared": input_digest(args.prepared)}, classes=manifest.classes) as writer:
+                     inputs={"prepared": input_digest(args.prepared)}, manifest=manifest.sha256, classes=manifest.classes) as writer:
         for image_id in ids:
             mask = manifest.load_mask(image_id)
             if mask is not None:

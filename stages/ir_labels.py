@@ -27,13 +27,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, params = parse_stage_args(__spec__.name, __doc__, argv)
     irn = params["irn"]
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
-    cams = open_store(args.cams, kind="cam")
+    cams = open_store(args.cams, kind="cam", manifest=manifest)
     settings = CRFParams.from_params(params["crf"])
     items = ((manifest.load_image(i), cams[i], cams.label_classes(i).tolist(), irn["fg_threshold"], irn["bg_threshold"],
               settings) for i in cams.ids)
     inputs = {"prepared": input_digest(args.prepared), "cams": input_digest(args.cams)}
     map_into_store(args.store, label, cams.ids, items, params["crf"]["workers"], kind="mask", stage="ir_labels",
-                   params=params, inputs=inputs, classes=cams.classes)
+                   params=params, inputs=inputs, manifest=manifest.sha256, classes=cams.classes)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, params = parse_stage_args(__spec__.name, __doc__, argv)
     cam, infer = params["cam"], params["cam"]["infer"]
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
-    regions = open_store(args.regions, kind="region") if args.regions else None
+    regions = open_store(args.regions, kind="region", manifest=manifest) if args.regions else None
     device = pick_device()
     model = load_model(args.ckpt, "cam", lambda state: network_from_checkpoint(
         state, len(manifest.classes) - 1, cam["method"]), device)
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     inputs = {"prepared": input_digest(args.prepared), "ckpt": input_digest(args.ckpt),
               **({"regions": input_digest(args.regions)} if args.regions else {})}
     progress = Progress(len(ids), "make_cam" + (f" part {args.part}" if args.part is not None else ""))
-    with StoreWriter(args.store, kind="cam", stage="make_cam", params=params, inputs=inputs,
+    with StoreWriter(args.store, kind="cam", stage="make_cam", params=params, inputs=inputs, manifest=manifest.sha256,
                      classes=manifest.classes) as writer:
         for batch in same_size_batches(sizes, infer["batch_size"]):
             full = [torch.tensor(round_image(manifest, regions, ids[i])).permute(2, 0, 1) for i in batch]

@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             yield image, probs.cpu().numpy(), infer["confidence"], crf
 
     inputs = {"prepared": input_digest(args.prepared), "ckpt": input_digest(args.ckpt)}
-    with StoreWriter(args.store, kind="mask", stage="predict", params=params, inputs=inputs,
+    with StoreWriter(args.store, kind="mask", stage="predict", params=params, inputs=inputs, manifest=manifest.sha256,
                      classes=manifest.classes) as writer:
         masks = map_in_pool(refine, scored(), params["crf"]["workers"] if crf else 1)
         for image_id, mask in zip(ids, track(masks, len(ids), "predict")):

@@ -32,12 +32,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, params = parse_stage_args(__spec__.name, __doc__, argv)
     infer = params["irn"]["infer"]
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
-    cams = open_store(args.cams, kind="cam")
+    cams = open_store(args.cams, kind="cam", manifest=manifest)
     device = pick_device()
     model = load_model(args.ckpt, "irn", lambda state: BoundaryNet(create_backbone(state["backbone"], None,
                                                                                      state["output_stride"])), device)
     inputs = {"prepared": input_digest(args.prepared), "ckpt": input_digest(args.ckpt), "cams": input_digest(args.cams)}
-    with StoreWriter(args.store, kind="mask", stage="refine_irn", params=params, inputs=inputs,
+    with StoreWriter(args.store, kind="mask", stage="refine_irn", params=params, inputs=inputs, manifest=manifest.sha256,
                      classes=cams.classes) as writer:
         for image_id in track(cams.ids, len(cams.ids), "refine_irn (random walk)"):
             writer.add(image_id, irn_mask(model, manifest.load_image(image_id), cams[image_id],

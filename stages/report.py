@@ -22,7 +22,7 @@ from stages._stage import parse_stage_args, run_stage
 def main(argv: Sequence[str] | None = None) -> None:
     args, params = parse_stage_args(__spec__.name, __doc__, argv)
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
-    stores = {label: open_store(path) for label, path in zip(run_labels(args.stores), args.stores)}
+    stores = {label: open_store(path, manifest=manifest) for label, path in zip(run_labels(args.stores), args.stores)}
     summaries = {label: json.loads(Path(path).read_text()) for label, path in zip(run_labels(args.metrics), args.metrics)}
     warnings = write_report(args.html, args.plots, manifest, stores, summaries, args.curves, params["report"]["images"],
                             params["report"]["thumbnail"])

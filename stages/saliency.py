@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     inputs = {"prepared": input_digest(args.prepared)}
     if settings["source"] == "folder":
         inputs["folder"] = input_digest(settings["folder"])
-    with StoreWriter(args.store, kind="saliency", stage="saliency", params=params, inputs=inputs,
+    with StoreWriter(args.store, kind="saliency", stage="saliency", params=params, inputs=inputs, manifest=manifest.sha256,
                      classes=manifest.classes) as writer:
         ids = manifest.ids("train")
         for image_id in track(ids, len(ids), "saliency"):

@@ -14,7 +14,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, params = parse_stage_args(__spec__.name, __doc__, argv)
     cams = open_store(args.cams, kind="cam")
     with StoreWriter(args.store, kind="mask", stage="seeds", params=params,
-                     inputs={"cams": input_digest(args.cams)}, classes=cams.classes) as writer:
+                     inputs={"cams": input_digest(args.cams)}, manifest=cams.manifest_sha256, classes=cams.classes) as writer:
         for image_id in cams.ids:
             writer.add(image_id, seeds_from_cams(cams[image_id], cams.label_classes(image_id), params["cam"]["bg_threshold"]))
 

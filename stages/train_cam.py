@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, params = parse_stage_args(__spec__.name, __doc__, argv)
     cam, train = params["cam"], params["cam"]["train"]
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
-    regions = open_store(args.regions, kind="region") if args.regions else None
+    regions = open_store(args.regions, kind="region", manifest=manifest) if args.regions else None
     ids = manifest.ids("train")
     images = [resize_longer_side(torch.tensor(round_image(manifest, regions, i)).permute(2, 0, 1), train["max_side"])
               for i in ids]

@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, params = parse_stage_args(__spec__.name, __doc__, argv)
     cam, train = params["cam"], params["irn"]["train"]
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
-    labels = open_store(args.labels, kind="mask")
+    labels = open_store(args.labels, kind="mask", manifest=manifest)
     ids = labels.ids
     images = [resize_longer_side(torch.tensor(manifest.load_image(i)).permute(2, 0, 1), train["max_side"]) for i in ids]
     masks = [resize_longer_side(torch.from_numpy(labels[i])[None], train["max_side"], mode="nearest")[0] for i in ids]

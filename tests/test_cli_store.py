@@ -17,7 +17,7 @@ CLASSES = ["background", "cat", "dog"]
 
 
 def write_store(path, kind, images, params=None):
-    with StoreWriter(path, kind=kind, stage="test", params=params or {"crf": {"iters": 10}}, inputs={"cam": "abc"},
+    with StoreWriter(path, kind=kind, stage="test", params=params or {"crf": {"iters": 10}}, inputs={"cam": "abc"}, manifest="m",
                      classes=CLASSES) as writer:
         for image_id, array in images.items():
             writer.add(image_id, array, [1] if kind == "cam" else None)

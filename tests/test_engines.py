@@ -9,10 +9,12 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from maskforge.config import load_config
+from maskforge.data.voc import write_index_png
 from maskforge_workflow.codedeps import code_files
 from maskforge_workflow.expand import jobs
 from browser import CHROMIUM, NO_CHROMIUM, WINDOW, render
@@ -220,7 +222,8 @@ def test_dvc_experiments_rerun_descendants_and_hand_back_to_snakemake(project):
 
 
 def test_overlay_naming_another_voc_root_runs(tiny_voc, tmp_path):
-    """An overlay that names only dataset.root points the whole graph at another VOC-layout folder."""
+    """An overlay that names only dataset.root points the whole graph at another VOC-layout folder,
+    and an edit of its files (not a touch) reruns prepare."""
     repo = copy_repo(tmp_path / "repo")
     overlay = tmp_path / "root.yaml"
     overlay.write_text(yaml.safe_dump({"dataset": {"root": str(tiny_voc)}}))
@@ -230,6 +233,12 @@ def test_overlay_naming_another_voc_root_runs(tiny_voc, tmp_path):
     manifest = json.loads((repo / "data/prepared/manifest.json").read_text())
     assert manifest["format"] == "voc" and manifest["splits"]["train"] == ["a", "b", "c"]
     assert json.loads((repo / "metrics/seeds.json").read_text())["images"] == 3
+    # The dataset is an input of prepare (its content fingerprint): a touch reruns nothing, an edit reruns prepare.
+    dry_run = ("-n", "metrics/seeds.json", "--configfile", "tests/configs/tiny.yaml", str(one_round), str(overlay))
+    os.utime(tiny_voc / "SegmentationClass/b.png")
+    assert "rule prepare:" not in snakemake(repo, *dry_run).stdout
+    write_index_png(tiny_voc / "SegmentationClass/b.png", np.ones((6, 8), np.uint8))
+    assert "rule prepare:" in snakemake(repo, *dry_run).stdout
 
 
 def test_default_profile_caps_gpu_jobs_and_lint_passes(tmp_path):

@@ -22,7 +22,7 @@ def fail_on_seven(size: int) -> np.ndarray:
 def test_results_are_written_under_their_ids_in_order(tmp_path, workers):
     ids, sizes = ["a", "b", "c", "d"], [3, 5, 4, 6]
     map_into_store(tmp_path / "s", square_mask, ids, iter(sizes), workers, kind="mask", stage="test",
-                   params={"x": 1}, inputs={"in": "00"}, classes=["bg", "obj"])
+                   params={"x": 1}, inputs={"in": "00"}, manifest="m", classes=["bg", "obj"])
     with open_store(tmp_path / "s", kind="mask") as store:
         assert store.ids == ids and store.params == {"x": 1} and store.meta["stage"] == "test"
         assert [store[i].shape for i in ids] == [(s, s) for s in sizes]
@@ -31,11 +31,11 @@ def test_results_are_written_under_their_ids_in_order(tmp_path, workers):
 def test_a_failing_image_leaves_no_store(tmp_path):
     with pytest.raises(ValueError, match="item 7"):
         map_into_store(tmp_path / "s", fail_on_seven, ["a", "b"], [3, 7], 2, kind="mask", stage="test",
-                       params={}, inputs={}, classes=["bg", "obj"])
+                       params={}, inputs={}, manifest="m", classes=["bg", "obj"])
     assert not (tmp_path / "s").exists()
 
 
 def test_ids_and_items_must_pair_up(tmp_path):
     with pytest.raises(ValueError):
         map_into_store(tmp_path / "s", square_mask, ["a", "b"], [3], 1, kind="mask", stage="test",
-                       params={}, inputs={}, classes=["bg", "obj"])
+                       params={}, inputs={}, manifest="m", classes=["bg", "obj"])

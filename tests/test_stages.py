@@ -27,6 +27,26 @@ def test_manifest_lists_the_synthetic_split(run):
     assert len(manifest.stats["mean_pixel"]) == 3
 
 
+def test_the_tiny_classifier_learns_to_separate_the_classes(run):
+    """The fixtures' CAMs mean something: training lowers the multi-label loss below ln 2 (what an
+    untrained classifier scores), and the trained classifier ranks each train image's present
+    classes above its absent ones more often than chance."""
+    import torch
+    from maskforge.cam_methods import network_from_checkpoint
+    from maskforge.checkpoint import load_model
+    losses = [float(line.split(",")[2]) for line in open(run["train_cam_r0.csv"]).read().splitlines()[1:]]
+    assert losses[-1] < np.log(2) - 0.02, losses
+    manifest = Manifest.read(f"{run['prepared']}/manifest.json")
+    model = load_model(run["cam_r0.pt"], "cam", lambda state: network_from_checkpoint(
+        state, len(manifest.classes) - 1, "cam"), torch.device("cpu"))
+    ids = manifest.ids("train")
+    with torch.no_grad():
+        scores = model(torch.stack([torch.tensor(manifest.load_image(i)).permute(2, 0, 1).float() for i in ids])).numpy()
+    present = np.stack([manifest.multi_hot(i) for i in ids]) == 1
+    ranked_above = (scores[present][:, None] > scores[~present][None, :]).mean()
+    assert ranked_above > 0.6, ranked_above
+
+
 def test_cam_store_holds_normalised_maps_of_labelled_classes(run):
     manifest = Manifest.read(f"{run['prepared']}/manifest.json")
     with open_store(run["cam_r0"], kind="cam") as cams:

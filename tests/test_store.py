@@ -36,7 +36,7 @@ def sample(kind: str, rng: np.random.Generator, h: int = 6, w: int = 5):
 
 
 def write(path, kind, images, params=PARAMS, shard_size=2, inputs=None):
-    with StoreWriter(path, kind=kind, stage="test", params=params, inputs=inputs or {"cam": "abc"},
+    with StoreWriter(path, kind=kind, stage="test", params=params, inputs=inputs or {"cam": "abc"}, manifest="m",
                      classes=CLASSES, shard_size=shard_size) as writer:
         for image_id, (array, classes) in images.items():
             writer.add(image_id, array, classes)
@@ -84,8 +84,8 @@ def test_on_disk_layout(tmp_path, kind, stored):
 def test_meta_provenance(tmp_path):
     write(tmp_path / "s", "mask", images_of("mask", n=3), inputs={"seeds": "1" * 64})
     meta = json.loads((tmp_path / "s" / "meta.json").read_text())
-    assert list(meta) == ["schema_version", "kind", "stage", "params", "params_sha256", "inputs", "classes",
-                          "ids", "shards", "code_version"]
+    assert list(meta) == ["schema_version", "kind", "stage", "params", "params_sha256", "inputs", "manifest_sha256",
+                          "classes", "ids", "shards", "code_version"]
     assert meta["schema_version"] == SCHEMA_VERSION and meta["code_version"] == maskforge.__version__
     assert meta["params"] == PARAMS and meta["inputs"] == {"seeds": "1" * 64}
     canonical = json.dumps(PARAMS, sort_keys=True, separators=(",", ":")).encode()
@@ -122,7 +122,7 @@ def test_identical_content_gives_identical_bytes(tmp_path, kind):
 ])
 def test_add_rejects_bad_images(tmp_path, kind, array, classes, match):
     with pytest.raises(StoreError, match=match):
-        with StoreWriter(tmp_path / "s", kind=kind, stage="t", params={}, inputs={}, classes=CLASSES) as w:
+        with StoreWriter(tmp_path / "s", kind=kind, stage="t", params={}, inputs={}, manifest="m", classes=CLASSES) as w:
             w.add("x", array, classes)
     assert not (tmp_path / "s").exists()
 
@@ -130,17 +130,17 @@ def test_add_rejects_bad_images(tmp_path, kind, array, classes, match):
 @pytest.mark.parametrize("ids,match", [(["a", "a"], "added twice"), (["a/b"], "invalid id"), ([""], "invalid id")])
 def test_add_rejects_bad_ids(tmp_path, ids, match):
     with pytest.raises(StoreError, match=match):
-        with StoreWriter(tmp_path / "s", kind="mask", stage="t", params={}, inputs={}, classes=CLASSES) as w:
+        with StoreWriter(tmp_path / "s", kind="mask", stage="t", params={}, inputs={}, manifest="m", classes=CLASSES) as w:
             for image_id in ids:
                 w.add(image_id, np.zeros((2, 2), np.uint8))
 
 
 def test_writer_rejects_bad_setup(tmp_path):
     with pytest.raises(StoreError, match="unknown store kind"):
-        StoreWriter(tmp_path / "s", kind="masks", stage="t", params={}, inputs={}, classes=CLASSES)
+        StoreWriter(tmp_path / "s", kind="masks", stage="t", params={}, inputs={}, manifest="m", classes=CLASSES)
     with pytest.raises(StoreError, match="JSON-serialisable"):
-        StoreWriter(tmp_path / "s", kind="mask", stage="t", params={"x": object()}, inputs={}, classes=CLASSES)
-    writer = StoreWriter(tmp_path / "s", kind="mask", stage="t", params={}, inputs={}, classes=CLASSES)
+        StoreWriter(tmp_path / "s", kind="mask", stage="t", params={"x": object()}, inputs={}, manifest="m", classes=CLASSES)
+    writer = StoreWriter(tmp_path / "s", kind="mask", stage="t", params={}, inputs={}, manifest="m", classes=CLASSES)
     with pytest.raises(StoreError, match="outside the writer"):
         writer.add("a", np.zeros((2, 2), np.uint8))
 
@@ -151,7 +151,7 @@ def test_exception_inside_with_leaves_target_untouched(tmp_path, previous):
         write(tmp_path / "s", "mask", images_of("mask", seed=1))
     before = _md5s(tmp_path / "s") if previous else None
     with pytest.raises(RuntimeError, match="simulated crash"):
-        with StoreWriter(tmp_path / "s", kind="mask", stage="t", params={}, inputs={}, classes=CLASSES,
+        with StoreWriter(tmp_path / "s", kind="mask", stage="t", params={}, inputs={}, manifest="m", classes=CLASSES,
                          shard_size=2) as w:
             for image_id, (array, _) in images_of("mask").items():
                 w.add(image_id, array)
@@ -173,7 +173,7 @@ _KILLED_WRITER = textwrap.dedent("""
     import sys, time
     import numpy as np
     from maskforge.store import StoreWriter
-    with StoreWriter(sys.argv[1], kind="mask", stage="t", params={}, inputs={}, classes=["bg", "a"], shard_size=2) as w:
+    with StoreWriter(sys.argv[1], kind="mask", stage="t", params={}, inputs={}, manifest="m", classes=["bg", "a"], shard_size=2) as w:
         for i in range(5):
             w.add(f"new{i}", np.zeros((8, 8), np.uint8))
         print("written", flush=True)
@@ -231,7 +231,7 @@ def test_wrong_schema_version(tmp_path):
     write(tmp_path / "s", "mask", images_of("mask", n=1))
     meta = json.loads((tmp_path / "s" / "meta.json").read_text())
     (tmp_path / "s" / "meta.json").write_text(json.dumps({**meta, "schema_version": 99}))
-    with pytest.raises(StoreError, match="schema version 99, this maskforge reads 1"):
+    with pytest.raises(StoreError, match=f"schema version 99, this maskforge reads {SCHEMA_VERSION}"):
         open_store(tmp_path / "s")
 
 

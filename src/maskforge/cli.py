@@ -104,7 +104,8 @@ def cmd_store_import(args: argparse.Namespace) -> None:
         raise StoreError(f"{source / (missing[0] + '.png')}: missing ({len(missing)} of {len(ids)} {args.split} ids"
                          f" have no PNG) — add the maps or pass the right folder/--split")
     with StoreWriter(args.out, kind=args.kind, stage="import", params={"source": args.src_dir, "kind": args.kind},
-                     inputs={"source": input_digest(source)}, classes=manifest.classes) as writer:
+                     inputs={"source": input_digest(source)}, manifest=manifest.sha256,
+                     classes=manifest.classes) as writer:
         for image_id in ids:
             rec = manifest.record(image_id)
             writer.add(image_id, read_png(source / f"{image_id}.png", args.kind, rec.height, rec.width))
@@ -154,8 +155,9 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from maskforge.evaluation import evaluate_cams
     from maskforge.metric_files import write_csv
 
-    with open_store(args.store, kind="cam") as store:
-        summary, rows = evaluate_cams(store, Manifest.read(args.manifest), args.thresholds)
+    manifest = Manifest.read(args.manifest)
+    with open_store(args.store, kind="cam", manifest=manifest) as store:
+        summary, rows = evaluate_cams(store, manifest, args.thresholds)
     write_csv(args.out, rows)
     print(table(["threshold", "mIoU"], [[r["threshold"], f"{r['miou']:.2f}"] for r in rows]))
     print(f"best bg_threshold {summary['bg_threshold']}: mIoU {summary['miou']:.2f} (sweep written to {args.out})")
@@ -167,11 +169,11 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     found = (p.parent.parent if PART.match(p.parent.name) else p.parent for p in Path("data/stores").glob(f"**/{META}"))
     paths = args.stores or sorted(set(found))     # a store written in parts is opened whole
-    stores = {label: open_store(p) for label, p in zip(run_labels(paths), paths)}
+    manifest = Manifest.read(Path(args.prepared) / "manifest.json")
+    stores = {label: open_store(p, manifest=manifest) for label, p in zip(run_labels(paths), paths)}
     metrics = args.metrics or sorted(Path("metrics").glob("**/*.json"))
     summaries = {label: json.loads(Path(p).read_text()) for label, p in zip(run_labels(metrics), metrics)}
     curves = args.curves if args.curves is not None else sorted(Path("metrics").glob("**/*.csv"))
-    manifest = Manifest.read(Path(args.prepared) / "manifest.json")
     plots = Path(args.out).parent / "plots"
     warnings = write_report(args.out, plots, manifest, stores, summaries, curves, args.images, args.thumbnail)
     print(f"wrote {args.out} and {plots}/: {len(stores)} stores, {len(summaries)} metrics files, {len(curves)} curves")

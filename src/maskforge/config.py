@@ -8,6 +8,7 @@ values, and neither can see a key its stage did not declare.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -20,6 +21,29 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "params.schema.yaml"
 
 class ConfigError(ValueError):
     """A config file or value that does not match the schema."""
+
+
+# Two-number lists whose order JSON schema cannot state (it has no comparison between items):
+# key → (which order, the words the error uses). Checked wherever the schema is.
+ORDERED_PAIRS = {
+    "cam.train.scale_range": ("ascending", "[low, high]"),
+    "irn.train.scale_range": ("ascending", "[low, high]"),
+    "seg.train.scale_range": ("ascending", "[low, high]"),
+    "cam.spg.head_thresholds": ("descending", "[delta_h, delta_l] with delta_h > delta_l"),
+    "cam.spg.fused_thresholds": ("descending", "[delta_h, delta_l] with delta_h > delta_l"),
+}
+
+
+def check_ordered_pairs(config: Mapping[str, Any], source: str) -> None:
+    """ConfigError naming the key of the first pair in ORDERED_PAIRS that `config` holds out of
+    order (keys it does not hold are skipped: a stage's selection holds only its own)."""
+    for key, (order, form) in ORDERED_PAIRS.items():
+        try:
+            low, high = get_key(config, key)
+        except (ConfigError, TypeError, ValueError):
+            continue
+        if (low > high) if order == "ascending" else (low <= high):
+            raise ConfigError(f"{source}: key '{key}': {[low, high]} must be {form}; swap or fix the values")
 
 
 def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
@@ -38,6 +62,19 @@ def load_schema() -> dict[str, Any]:
         return yaml.safe_load(f)
 
 
+@functools.cache
+def _validator(relaxed: bool) -> jsonschema.Draft202012Validator:
+    """The schema's validator, built once per process (parsing the YAML schema is most of a
+    validation's cost); `relaxed`: with `required` dropped, for a stage's partial selection."""
+    def relax(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: relax(v) for k, v in node.items() if k != "required"}
+        return node
+
+    schema = load_schema()
+    return jsonschema.Draft202012Validator(relax(schema) if relaxed else schema)
+
+
 def _error_path(error: jsonschema.ValidationError) -> str:
     path = ".".join(str(p) for p in error.absolute_path)
     if error.validator == "additionalProperties":
@@ -48,14 +85,14 @@ def _error_path(error: jsonschema.ValidationError) -> str:
 
 def validate_config(config: Mapping[str, Any], source: str = "params.yaml") -> None:
     """Raise ConfigError naming the offending key (e.g. `cam.train.epochs`) and the schema rule."""
-    validator = jsonschema.Draft202012Validator(load_schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator(False).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         error = errors[0]
         raise ConfigError(
             f"{source}: key '{_error_path(error)}': {error.message} "
             f"(see workflow/schemas/params.schema.yaml for allowed keys and values)"
         )
+    check_ordered_pairs(config, source)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -134,17 +171,10 @@ def select_keys(config: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any
 
 def validate_selection(selected: Mapping[str, Any], source: str) -> None:
     """Validate a partial config (a stage's keys) against the schema with `required` relaxed."""
-    schema = load_schema()
-
-    def relax(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: relax(v) for k, v in node.items() if k != "required"}
-        return node
-
-    validator = jsonschema.Draft202012Validator(relax(schema))
-    error = next(iter(sorted(validator.iter_errors(selected), key=lambda e: list(e.absolute_path))), None)
+    error = next(iter(sorted(_validator(True).iter_errors(selected), key=lambda e: list(e.absolute_path))), None)
     if error is not None:
         raise ConfigError(f"{source}: key '{_error_path(error)}': {error.message}")
+    check_ordered_pairs(selected, source)
 
 
 def canonical_json(value: Any) -> str:

@@ -30,10 +30,10 @@ R = TypeVar("R")
 
 def map_into_store(path: str | os.PathLike, fn: Callable[[T], np.ndarray], ids: Sequence[str], items: Iterable[T],
                    workers: int, *, kind: str, stage: str, params: Mapping[str, Any], inputs: Mapping[str, str],
-                   classes: Sequence[str]) -> None:
+                   manifest: str, classes: Sequence[str]) -> None:
     """The store at `path` holding fn(item) as image ids[i] for the i-th item, computed by
     `map_in_pool` with `workers` processes and written in order (atomically, as every store)."""
-    with StoreWriter(path, kind=kind, stage=stage, params=dict(params), inputs=dict(inputs),
+    with StoreWriter(path, kind=kind, stage=stage, params=dict(params), inputs=dict(inputs), manifest=manifest,
                      classes=list(classes)) as writer:
         results = track(map_in_pool(fn, items, workers), len(ids), f"{stage} -> {Path(path).name}")
         for image_id, result in zip(ids, results, strict=True):

@@ -73,7 +73,7 @@ def load_training_set(manifest: Manifest, labels_path: str | Path, max_side: int
     """The train-split ids of the mask store at `labels_path`, their images and masks resized so the
     longer side is at most `max_side` (masks by nearest neighbour), and their image labels.
     A store of other classes or without a train id fails with a StoreError naming it."""
-    store = open_store(labels_path, kind="mask")
+    store = open_store(labels_path, kind="mask", manifest=manifest)
     if store.classes != manifest.classes:
         raise StoreError(f"{labels_path}: classes {store.classes} differ from the dataset's {manifest.classes}"
                          " — train on a store of this dataset")

@@ -18,6 +18,7 @@ import re
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -26,7 +27,10 @@ from maskforge import __version__
 from maskforge.metrics import IGNORE
 from maskforge.store_parts import PART, part_name
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from maskforge.data.manifest import Manifest
+
+SCHEMA_VERSION = 2   # 2: manifest_sha256
 KINDS = ("cam", "mask", "saliency", "region")
 META = "meta.json"
 _PER_CLASS = ("cam", "region")  # kinds whose images are K×H×W with a `classes` attribute
@@ -43,7 +47,8 @@ def params_sha256(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _file_sha256(path: Path) -> bytes:
+def file_sha256(path: str | os.PathLike) -> bytes:
+    """sha256 digest of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -55,13 +60,13 @@ def input_digest(path: str | os.PathLike) -> str:
     """sha256 hex of a file's bytes, or of a directory's files (relative names + contents, sorted)."""
     path = Path(path)
     if path.is_file():
-        return _file_sha256(path).hex()
+        return file_sha256(path).hex()
     if not path.is_dir():
         raise StoreError(f"{path}: input does not exist — build it first or fix the path")
     h = hashlib.sha256()
     files = (p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp")   # Snakemake's marker
     for name in sorted(p.relative_to(path).as_posix() for p in files):
-        h.update(name.encode() + b"\0" + _file_sha256(path / name))
+        h.update(name.encode() + b"\0" + file_sha256(path / name))
     return h.hexdigest()
 
 
@@ -71,6 +76,34 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Rename the finished folder `tmp` to `path`, replacing what was there (moved aside first,
+    then removed), and fsync the parent so the rename survives a crash."""
+    _fsync(tmp)
+    old = path.with_name(f"{path.name}.old-{os.getpid()}")
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    _fsync(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def replace_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """`with replace_folder(path) as tmp:` build a folder in `<path>.tmp-<pid>`; on a clean exit
+    it replaces `path`, on an exception `path` is left as it was. The temporary folder is removed
+    either way."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        _swap_in(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _check_classes(where: str, classes: Sequence[int] | None, k: int, num_classes: int) -> np.ndarray:
@@ -122,7 +155,7 @@ class StoreWriter:
     changes and the temporary directory is removed."""
 
     def __init__(self, path: str | os.PathLike, *, kind: str, stage: str, params: dict,
-                 inputs: dict[str, str], classes: list[str], shard_size: int = 256) -> None:
+                 inputs: dict[str, str], classes: list[str], manifest: str, shard_size: int = 256) -> None:
         self.path = Path(path)
         if kind not in KINDS:
             raise StoreError(f"{self.path}: unknown store kind {kind!r} — use one of {', '.join(KINDS)}")
@@ -135,7 +168,8 @@ class StoreWriter:
             raise StoreError(f"{self.path}: params are not JSON-serialisable ({e}) — pass plain dicts/lists/numbers/strings") from None
         self.shard_size = shard_size
         self.meta = {"schema_version": SCHEMA_VERSION, "kind": kind, "stage": stage, "params": params,
-                     "params_sha256": digest, "inputs": dict(inputs), "classes": list(classes),
+                     "params_sha256": digest, "inputs": dict(inputs), "manifest_sha256": manifest,
+                     "classes": list(classes),
                      "ids": {}, "shards": {}, "code_version": __version__}
         self._tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
         self._shard: h5py.File | None = None
@@ -193,13 +227,7 @@ class StoreWriter:
         meta = self._tmp / META
         meta.write_text(json.dumps(self.meta, indent=2) + "\n")
         _fsync(meta)
-        _fsync(self._tmp)
-        old = self.path.with_name(f"{self.path.name}.old-{os.getpid()}")
-        if self.path.exists():
-            self.path.rename(old)
-        self._tmp.rename(self.path)
-        _fsync(self.path.parent)
-        shutil.rmtree(old, ignore_errors=True)
+        _swap_in(self._tmp, self.path)
 
 
 class StoreReader:
@@ -212,6 +240,7 @@ class StoreReader:
         self.classes: list[str] = meta["classes"]
         self.ids: list[str] = list(meta["ids"])
         self.params: dict = meta["params"]
+        self.manifest_sha256: str = meta["manifest_sha256"]
         self._files: dict[str, h5py.File] = {}
 
     @contextlib.contextmanager
@@ -261,12 +290,46 @@ class StoreReader:
         self.close()
 
 
-def open_store(path: str | os.PathLike, kind: str | None = None) -> StoreReader:
-    """Open a store for reading, checking schema version, kind and shard sizes.
+def open_store(path: str | os.PathLike, kind: str | None = None, manifest: Manifest | None = None) -> StoreReader:
+    """Open a store for reading, checking schema version, kind and shard sizes, and, given the
+    `manifest` it is used with, that it was made from that manifest (see `same_manifest`).
 
     A store written by several jobs is a folder of parts `part-<i>-of-<n>/`, each a store of
     its own id range; it opens as one store once all n parts are there and agree."""
-    path = Path(path)
+    reader = _open(Path(path), kind)
+    if manifest is not None and reader.manifest_sha256 != manifest.sha256:
+        raise StoreError(f"{reader.path}: made from another dataset manifest (sha256 {reader.manifest_sha256[:12]}, "
+                         f"{manifest.path} is {manifest.sha256[:12]}) — re-run `{reader.meta['stage']}` (and the "
+                         "stages before it) after prepare, or pass the store made from this manifest")
+    return reader
+
+
+def check_existing(paths: Sequence[str | os.PathLike]) -> None:
+    """Open each of `paths` that exists as a store (meta, schema version, shard sizes): for an
+    engine that cannot see inside a folder output (Snakemake), before it plans anything or deletes
+    a downstream output. StoreError on the first damaged one, saying how to rebuild it."""
+    for path in paths:
+        if Path(path).exists():
+            try:
+                _open(Path(path), None).close()
+            except StoreError as exc:
+                raise StoreError(f"{exc}; Snakemake cannot see this: `rm -r {path}` and rerun it (it rebuilds "
+                                 "the store and what reads it)") from None
+
+
+def same_manifest(*stores: StoreReader) -> str:
+    """The manifest fingerprint that all `stores` were made from (what a store written from
+    them records); StoreError naming the odd one out if they differ."""
+    first = stores[0]
+    for other in stores[1:]:
+        if other.manifest_sha256 != first.manifest_sha256:
+            raise StoreError(f"{other.path}: made from another dataset manifest than {first.path} (sha256 "
+                             f"{other.manifest_sha256[:12]} vs {first.manifest_sha256[:12]}) — re-run "
+                             f"`{other.meta['stage']}` (and the stages before it) after the same prepare")
+    return first.manifest_sha256
+
+
+def _open(path: Path, kind: str | None) -> StoreReader:
     if _TMP_NAME.search(path.name):
         raise StoreError(f"{path}: unfinished temporary store left by an interrupted writer — delete it and re-run the stage")
     parts = sorted(p.name for p in path.iterdir() if PART.match(p.name)) if path.is_dir() else []
@@ -313,7 +376,7 @@ def _merged_parts(path: Path, parts: list[str], kind: str | None) -> dict:
     merged = {**metas[0], "ids": {}, "shards": {}}
     for i, meta in enumerate(metas):
         name = part_name(i, count)
-        for key in ("kind", "stage", "params", "inputs", "classes"):
+        for key in ("kind", "stage", "params", "inputs", "manifest_sha256", "classes"):
             if meta[key] != metas[0][key]:
                 raise StoreError(f"{path / name}: its {key} differ from {part_name(0, count)}'s — re-run every part with one config")
         for image_id, shard in meta["ids"].items():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from maskforge.config import variants
+from maskforge.config import variant_config, variants
+from maskforge.data.fingerprint import dataset_paths
 from maskforge_workflow.codedeps import code_files
 from maskforge_workflow.expand import Job, jobs
 
@@ -30,9 +31,10 @@ def dvc_yaml(config: Mapping[str, Any]) -> dict[str, Any]:
     stages: dict[str, Any] = {}
     for job in jobs(config, training_labels=None if variants(config) else DVC_TRAINING_LABELS):
         stage = job.stage
+        own = variant_config(config, job.variant) if job.variant else config
         entry: dict[str, Any] = {
             "cmd": command(job, "--params-file params.yaml"),
-            "deps": code_files(stage) + job.dep_paths(),
+            "deps": code_files(stage) + job.dep_paths() + (dataset_paths(own["dataset"]) if stage.reads_dataset else []),
         }
         overridden = variants(config).get(job.variant, {})       # a variant's values come from its own entry
         params = [p for p in job.params if not any(p == k or p.startswith(k + ".") for k in overridden)]

@@ -91,7 +91,7 @@ def run_grid(config: Mapping[str, Any], stage_name: str, grid: Mapping[str, list
                                                                      ((v,) if isinstance(v, str) else v)))]
             argv += [a for k, v in outs.items() for a in (f"--{k}", str(v))]
             module.main(argv)
-        with open_store(outs["store"], kind="mask") as store:
+        with open_store(outs["store"], kind="mask", manifest=manifest) as store:
             summary = evaluate_masks(store, manifest)
         rows.append({**combination, "miou": summary["miou"], "labelled_fraction": summary["labelled_fraction"],
                      "store": str(outs["store"])})

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from maskforge.config import get_key, variant_config
+from maskforge.data.fingerprint import FINGERPRINT, dataset_paths
 from maskforge.store_parts import part_name
 from maskforge_workflow.codedeps import code_files
 from maskforge_workflow.expand import VARIANT_SEPARATOR, Job, jobs, params_json, variant_path
@@ -36,12 +37,13 @@ class Rule:
     threads: int                               # at most --cores locally; the profile's set-threads overrides it
     shell: str
     by_wildcards: Mapping[tuple[tuple[str, str], ...], Job]
+    dataset: tuple[str, ...]                   # the dataset fingerprint file, if the stage reads dataset files
 
     def inputs(self, wildcards: Mapping[str, str]) -> dict[str, str | list[str]]:
         """The job's inputs by name (Snakemake input function): code files, then the table's
         inputs; a later-round input is empty in round 0."""
         job = self.by_wildcards[tuple(sorted(dict(wildcards.items()).items()))]
-        named: dict[str, str | list[str]] = {"code": code_files(self.stage)}
+        named: dict[str, str | list[str]] = {"code": code_files(self.stage), "dataset": list(self.dataset)}
         named.update({k: [] for k in self.stage.later_round_deps})
         named.update({k: v if isinstance(v, str) else list(v) for k, v in job.deps.items()})
         named.update({k: list(v) for k, v in job.collected.items()})
@@ -73,5 +75,6 @@ def snakemake_rules(config: Mapping[str, Any]) -> list[Rule]:
             threads=stage.threads if isinstance(stage.threads, int) else get_key(own, stage.threads),
             shell=shell_command(stage, parted=count > 1),
             by_wildcards={tuple(sorted(job.wildcards.items())): job for job in members},
+            dataset=(FINGERPRINT,) if stage.reads_dataset and dataset_paths(own["dataset"]) else (),
         ))
     return rules

@@ -53,6 +53,8 @@ class Stage:
     gpu: int = 0                         # GPUs a job uses (Snakemake: resources gpu=N; checked by a test)
     threads: int | str = 1               # Snakemake threads: a fixed count, or the params key that holds it
     shown: Mapping[str, str] = field(default_factory=dict)  # out → caption (workflow/report/) in `snakemake --report`
+    reads_dataset: bool = False          # reads dataset.root's files: DVC lists them as deps, Snakemake
+                                         # their content fingerprint (maskforge.data.fingerprint)
 
     def is_folder(self, out: str) -> bool:
         """Outputs without a file suffix are folders (stores, prepared data, PNG folders)."""
@@ -74,6 +76,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         params=("dataset",),
         deps={},
         outs={"prepared": PREPARED},
+        reads_dataset=True,
     ),
     Stage(
         name="train_cam",

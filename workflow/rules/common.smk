@@ -7,12 +7,21 @@ sys.path[:0] = [f"{workflow.basedir}/src", workflow.basedir]
 
 from snakemake.utils import validate
 
-from maskforge.config import SCHEMA_PATH
-from maskforge_workflow.expand import final_targets
+from maskforge.config import SCHEMA_PATH, check_ordered_pairs
+from maskforge.data.fingerprint import write_fingerprint
+from maskforge.store import check_existing
+from maskforge_workflow.expand import final_targets, jobs
 from maskforge_workflow.rules import snakemake_rules
 from maskforge_workflow.handover import guard_snakemake, record_for_dvc
 
 validate(config, str(SCHEMA_PATH))
+check_ordered_pairs(config, "config")   # what the schema cannot say: [low, high] pairs in order
+# Snakemake compares mtimes only: the dataset's content hash, rewritten only when it changes, is
+# prepare's input, so an edited mask, image, split list or label file reruns prepare.
+write_fingerprint(config["dataset"])
+# A damaged store (a truncated shard) is found now, before any job deletes the outputs downstream of it.
+if not (workflow.dag_settings and workflow.dag_settings.forceall):
+    check_existing([job.outs["store"] for job in jobs(config) if job.stage.store_kind])
 
 # Outputs that DVC (or anything else) wrote are not trusted by mtime: stop and say how to adopt them.
 # Only in the main process: a cluster job's own Snakemake (--mode remote) sees outputs of jobs that

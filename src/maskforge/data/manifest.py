@@ -5,9 +5,11 @@ Written once by the prepare stage; every later stage reads the dataset only thro
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +17,8 @@ from PIL import Image
 
 from maskforge.atomic import atomic_write_text
 
-MANIFEST_VERSION = 1
-_KEYS = ("manifest_version", "root", "format", "label_source", "classes", "splits", "images", "stats")
+MANIFEST_VERSION = 2   # 2: dataset_sha256
+_KEYS = ("manifest_version", "root", "format", "label_source", "dataset_sha256", "classes", "splits", "images", "stats")
 _RECORD_KEYS = {"image", "mask", "height", "width", "label_ids"}
 
 
@@ -42,14 +44,21 @@ class Manifest:
     splits: dict[str, list[str]]
     images: dict[str, ImageRecord]
     stats: dict
+    dataset_sha256: str = ""   # content hash of the dataset files (data/fingerprint.py); "" until prepare sets it
+    # sha256 of the manifest file's bytes, set by read/write: the fingerprint every store records
+    # and every reader checks (store.py), so no store is used with another dataset's manifest
+    sha256: str = field(default="", compare=False)
+    path: str = field(default="", compare=False)   # the file read or written
 
     def write(self, path: str | os.PathLike) -> None:
-        """Deterministic JSON (same content, same bytes; one image per line), temp name + rename."""
+        """Deterministic JSON (same content, same bytes; one image per line), temp name + rename;
+        sets `sha256`."""
         head = {
             "manifest_version": MANIFEST_VERSION,
             "root": self.root,
             "format": self.format,
             "label_source": self.label_source,
+            "dataset_sha256": self.dataset_sha256,
             "classes": self.classes,
             "splits": self.splits,
             "stats": self.stats,
@@ -58,7 +67,9 @@ class Manifest:
         records = [f" {json.dumps(i)}: {json.dumps(_record_json(self.images[i]), sort_keys=True)}"
                    for i in sorted(self.images)]
         lines.append('"images": {\n' + ",\n".join(records) + "\n}")
-        atomic_write_text(path, "{\n" + ",\n".join(lines) + "\n}\n")
+        text = "{\n" + ",\n".join(lines) + "\n}\n"
+        atomic_write_text(path, text)
+        self.sha256, self.path = hashlib.sha256(text.encode()).hexdigest(), str(path)
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> Manifest:
@@ -67,7 +78,8 @@ class Manifest:
             return DatasetError(f"{path}: {why}; re-run the prepare stage")
 
         try:
-            doc = json.loads(Path(path).read_text())
+            data = Path(path).read_bytes()
+            doc = json.loads(data)
         except FileNotFoundError:
             raise fail("manifest not found") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -90,8 +102,18 @@ class Manifest:
         missing = [i for ids in splits.values() for i in ids if i not in images]
         if missing:
             raise fail(f"split ids without an image record, e.g. {missing[0]!r}")
-        return cls(root=doc["root"], format=doc["format"], label_source=doc["label_source"],
-                   classes=classes, splits=splits, images=images, stats=doc["stats"])
+        return cls(root=doc["root"], format=doc["format"], label_source=doc["label_source"], classes=classes,
+                   splits=splits, images=images, stats=doc["stats"], dataset_sha256=doc["dataset_sha256"],
+                   sha256=hashlib.sha256(data).hexdigest(), path=str(path))
+
+    def moved(self, old: str, new: str) -> Manifest:
+        """The manifest with the paths inside folder `old` pointing inside `new` instead (prepare
+        builds in a temporary folder, then renames it)."""
+        def move(path: str | None) -> str | None:
+            inside = path is not None and (path == old or path.startswith(old + os.sep))
+            return new + path[len(old):] if inside else path
+        images = {i: dataclasses.replace(r, image=move(r.image), mask=move(r.mask)) for i, r in self.images.items()}
+        return dataclasses.replace(self, root=move(self.root), images=images)
 
     def ids(self, split: str) -> list[str]:
         """The ids of `split` in split-file order."""
@@ -137,7 +159,7 @@ def read_index_png(path: str | os.PathLike) -> np.ndarray:
     img = open_image(path, decode=True)
     if img.mode not in ("P", "L"):
         raise DatasetError(f"{path}: mask has mode {img.mode}, expected a palette or grey index PNG "
-                           "(convert colour masks to class indices)")
+                           "(convert colour or 16-bit masks to 8-bit class indices)")
     return np.asarray(img, dtype=np.uint8)
 
 
@@ -153,6 +175,42 @@ def open_image(path: str | os.PathLike, decode: bool = False) -> Image.Image:
                            "restore it or re-run the prepare stage") from None
     except OSError as e:
         raise DatasetError(f"{path}: unreadable image ({e}); replace the file") from None
+
+
+# Image modes PIL converts to RGB faithfully; the manifest counts the images that needed it.
+RGB_CONVERTIBLE = ("1", "L", "LA", "P", "PA", "RGBA", "RGBX", "CMYK", "YCbCr")
+
+
+def rgb_conversion(path: str | os.PathLike, mode: str) -> str | None:
+    """The mode an image is converted to RGB from when read (None: it is RGB); DatasetError for
+    modes PIL cannot convert faithfully (16-bit or float images)."""
+    if mode == "RGB":
+        return None
+    if mode not in RGB_CONVERTIBLE:
+        raise DatasetError(f"{path}: image mode {mode} (16-bit or float) cannot be read as 8-bit RGB; "
+                           "convert the image to 8-bit RGB")
+    return mode
+
+
+def read_text_file(path: str | os.PathLike, what: str) -> str:
+    """A dataset text file as UTF-8 (a BOM is dropped); DatasetError naming it if unreadable."""
+    try:
+        return Path(path).read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: {what} is not UTF-8 ({e.reason} at byte {e.start}); save it as UTF-8 "
+                           "(and rename files whose names are not)") from None
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read the {what} ({e.strerror}); fix its permissions or restore it") from None
+
+
+def check_image_id(path: str | os.PathLike, image_id: str) -> None:
+    """An id names an HDF5 dataset and files (<id>.png): non-empty, no '/' or '\\', not '.'/'..',
+    no control characters. DatasetError naming the file that lists it."""
+    bad = (not image_id or image_id in (".", "..") or any(c in image_id for c in "/\\")
+           or any(ord(c) < 32 or ord(c) == 127 for c in image_id))
+    if bad:
+        raise DatasetError(f"{path}: id {image_id!r} is not a plain file name (no '/', '\\', control "
+                           "characters, '.' or '..'); rename the image and fix the list")
 
 
 def split_stats(classes: list[str], ids: list[str], images: dict[str, ImageRecord],

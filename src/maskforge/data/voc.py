@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .manifest import DatasetError, ImageRecord, Manifest, open_image, read_index_png, split_stats
+from .manifest import (DatasetError, ImageRecord, Manifest, check_image_id, open_image, read_index_png, read_text_file,
+                       rgb_conversion, split_stats)
 
 VOC_CLASSES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -52,8 +53,8 @@ def read_classes(root: str | os.PathLike) -> list[str]:
     if not path.exists():
         return list(VOC_CLASSES)
     try:
-        classes = json.loads(path.read_text())["classes"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        classes = json.loads(read_text_file(path, "class list"))["classes"]
+    except (ValueError, KeyError, TypeError) as e:
         raise DatasetError(f"{path}: expected {{\"classes\": [\"background\", ...]}} ({e}); fix the file") from None
     if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)
             and len(set(classes)) == len(classes)):
@@ -67,7 +68,9 @@ def read_split(root: str | os.PathLike, name: str) -> list[str]:
     if not path.exists():
         raise DatasetError(f"{path}: split file missing; set dataset.train_split/val_split to a file "
                            "in ImageSets/Segmentation/")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    ids = [line.split()[0] for line in read_text_file(path, "split file").splitlines() if line.strip()]
+    for image_id in ids:
+        check_image_id(path, image_id)
     if not ids:
         raise DatasetError(f"{path}: split file lists no ids; fill it or pick another split")
     if len(set(ids)) != len(ids):
@@ -107,10 +110,14 @@ def read_voc(root: str | os.PathLike, *, splits: dict[str, str], label_file: str
 
     images: dict[str, ImageRecord] = {}
     void_pixels: dict[str, tuple[int, int]] = {}
+    converted: dict[str, int] = {}
     for image_id in dict.fromkeys(i for ids in split_ids.values() for i in ids):
         image = _image_path(root, image_id)
         with open_image(image) as im:
             width, height = im.size
+            mode = rgb_conversion(image, im.mode)
+        if mode is not None:
+            converted[mode] = converted.get(mode, 0) + 1
         mask_path = os.path.join(root, mask_dir, f"{image_id}.png")
         mask = None
         if os.path.exists(mask_path):
@@ -133,6 +140,7 @@ def read_voc(root: str | os.PathLike, *, splits: dict[str, str], label_file: str
     stats = {role: {"split_file": f"ImageSets/Segmentation/{splits[role]}.txt",
                     **split_stats(classes, ids, images, void_pixels)}
              for role, ids in split_ids.items()}
+    stats["converted_to_rgb"] = dict(sorted(converted.items()))
     return Manifest(root=root, format=format, label_source=label_source, classes=classes,
                     splits=split_ids, images=images, stats=stats)
 
@@ -142,6 +150,9 @@ def _image_path(root: str, image_id: str) -> str:
         path = os.path.join(root, "JPEGImages", image_id + ext)
         if os.path.exists(path):
             return path
+        if os.path.lexists(path):
+            raise DatasetError(f"{path}: a symlink to nothing (broken, or a loop); point it at the image or "
+                               "remove the id from the split file")
     raise DatasetError(f"{os.path.join(root, 'JPEGImages', image_id)}.jpg: image for id {image_id!r} missing "
                        "(.jpg or .png); add it or remove the id from the split file")
 
@@ -158,8 +169,8 @@ def _check_mask(path: str, mask: np.ndarray, size: tuple[int, int], num_classes:
 
 def _labels_from_json(path: Path, classes: list[str]) -> dict[str, tuple[int, ...]]:
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        doc = json.loads(read_text_file(path, "label file"))
+    except ValueError as e:
         raise DatasetError(f"{path}: not valid JSON ({e}); fix the label file") from None
     if not isinstance(doc, dict):
         raise DatasetError(f"{path}: expected {{id: [class names]}}; fix the label file")
