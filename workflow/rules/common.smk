@@ -10,13 +10,17 @@ from snakemake.utils import validate
 from maskforge.config import SCHEMA_PATH
 from maskforge_workflow.expand import final_targets
 from maskforge_workflow.rules import snakemake_rules
-from maskforge_workflow.handover import guard_snakemake, record_for_dvc
+from maskforge_workflow.handover import record_for_dvc, start_snakemake_run
 
 validate(config, str(SCHEMA_PATH))
 
-# Outputs that DVC (or anything else) wrote are not trusted by mtime: stop and say how to adopt them.
-if not (workflow.dag_settings and (workflow.dag_settings.forceall or workflow.touch)):
-    guard_snakemake(config)
+# A real run takes the working directory's lock (shared with DVC) and clears what killed runs left;
+# outputs that DVC (or anything else) wrote are adopted when `dvc status` vouches for them, else
+# recomputed. Only the main process: jobs on a cluster parse this file too.
+if workflow.is_main_process:
+    done = start_snakemake_run(config, sys.argv, cores=workflow.cores or 1)
+    if done:
+        print(f"maskforge handover: {done}", file=sys.stderr)
 
 
 onsuccess:
