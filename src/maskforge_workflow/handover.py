@@ -221,7 +221,7 @@ def _shown(paths: list[str]) -> str:
     return ", ".join(paths[:4]) + (f" and {len(paths) - 4} more" if len(paths) > 4 else "")
 
 
-def start_snakemake_run(config: Mapping[str, Any], argv: Sequence[str], root: Path = Path("."), cores: int = 1) -> str:
+def start_snakemake_run(config: Mapping[str, Any], argv: Sequence[str], root: Path = Path(".")) -> str:
     """What the Snakefile does before Snakemake builds its DAG (see the module): take the lock and
     clear what killed runs left (real runs), then adopt or mark incomplete the outputs Snakemake
     cannot vouch for. Returns what was done, for the log ("" when nothing)."""
@@ -238,13 +238,15 @@ def start_snakemake_run(config: Mapping[str, Any], argv: Sequence[str], root: Pa
     if not foreign:
         return ""
     changed = dvc_changed_stages(config, root)
+    dry = "dryrun" in flags                     # a dry run changes nothing: it says what a real run does
     if changed == []:
-        if "dryrun" in flags:
-            return (f"{_shown(foreign)}: written by DVC and vouched for by `dvc status`; a real run adopts them "
-                    "(this dry run may list their jobs)")
-        _touch_all(root, cores)
-        return f"adopted {len(foreign)} outputs written by DVC ({_shown(foreign)}): `dvc status` vouches for them"
-    mark_incomplete(foreign, root)
+        if not dry:
+            _touch_all(root, cores=1)
+        return (f"{'a real run adopts' if dry else 'adopted'} {len(foreign)} outputs written by DVC "
+                f"({_shown(foreign)}): `dvc status` vouches for them")
+    if not dry:
+        mark_incomplete(foreign, root)
     why = "dvc.yaml does not describe this config" if changed is None else f"dvc status lists {', '.join(changed[:4])}"
     return (f"{_shown(foreign)}: written by another tool or changed since Snakemake wrote them, and not vouched "
-            f"for by DVC ({why}): marked incomplete, Snakemake recomputes them")
+            f"for by DVC ({why}): {'a real run marks them incomplete and' if dry else 'marked incomplete,'} "
+            "Snakemake recomputes them")

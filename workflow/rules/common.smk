@@ -18,7 +18,7 @@ validate(config, str(SCHEMA_PATH))
 # outputs that DVC (or anything else) wrote are adopted when `dvc status` vouches for them, else
 # recomputed. Only the main process: jobs on a cluster parse this file too.
 if workflow.is_main_process:
-    done = start_snakemake_run(config, sys.argv, cores=workflow.cores or 1)
+    done = start_snakemake_run(config, sys.argv)
     if done:
         print(f"maskforge handover: {done}", file=sys.stderr)
 
