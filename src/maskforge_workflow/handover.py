@@ -19,6 +19,7 @@
   with DVC), then removes what killed runs left: Snakemake's own lock files (no other Snakemake can
   be running while the lock is held) and temporary `*.tmp-<pid>` writes (`maskforge.atomic`).
 """
+
 from __future__ import annotations
 
 import contextlib
