@@ -10,7 +10,6 @@ PNGs <id>.png in --pngs (the folder is replaced whole).
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from maskforge.atomic import temp_path
 from maskforge.augment import resize_longer_side
 from maskforge.checkpoint import CheckpointError, load_model
 from maskforge.crf import CRFParams
@@ -70,8 +70,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for image_id, mask in zip(ids, track(masks, len(ids), "predict")):
             writer.add(image_id, mask)
     pngs = Path(args.pngs)
-    tmp = pngs.with_name(f"{pngs.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temp_path(pngs)
     with open_store(args.store, kind="mask") as store:
         export_pngs(store, tmp)
     shutil.rmtree(pngs, ignore_errors=True)

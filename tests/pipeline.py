@@ -38,10 +38,13 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
+def engine_env() -> dict[str, str]:
+    return {**os.environ, **GIT_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",   # stages run as `python -m ...`
+            "OMP_NUM_THREADS": "1"}   # two jobs at once on two cores: one thread each, no oversubscription
+
+
 def sh(cwd, *cmd, check=True):
-    env = {**os.environ, **GIT_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",   # stages run as `python -m ...`
-           "OMP_NUM_THREADS": "1"}   # two jobs at once on two cores: one thread each, no oversubscription
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=engine_env())
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result

@@ -7,18 +7,22 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from maskforge.atomic import is_leftover, remove_leftovers
 from maskforge.config import load_config
 from maskforge.data.voc import write_index_png
 from maskforge_workflow.codedeps import code_files
 from maskforge_workflow.expand import jobs
 from browser import CHROMIUM, NO_CHROMIUM, WINDOW, render
-from pipeline import BIN, REPO, copy_repo, sh
+from pipeline import BIN, REPO, copy_repo, engine_env, sh
 
 pytestmark = pytest.mark.slow
 TINY = load_config(REPO / "params.yaml", [REPO / "tests/configs/tiny.yaml"])
@@ -153,9 +157,8 @@ def test_two_variants_run_beside_the_default_graph_in_both_engines(project, tmp_
     dvc(repo, "repro", "--force", "--single-item", "tau30__seeds")       # params.yaml + --variant tau30
     assert store_files() == before
     assert "up to date" in dvc(repo, "status", "tau30__seeds").stdout.lower()
-    # Not asserted: its readers' status. DVC hashes Snakemake's .snakemake_timestamp inside folder
-    # outputs, so a store DVC rewrites (without it) reads as changed to the stages recorded after
-    # Snakemake's run — the same for the default graph (reported; .dvcignore would fix it).
+    # .dvcignore keeps Snakemake's .snakemake_timestamp out of DVC's hashes of folder outputs, so a
+    # store DVC rewrites (without it) hashes as Snakemake's did (the hand-over sequence test checks it).
 
 
 @pytest.mark.parametrize("changes, readers", [
@@ -195,21 +198,109 @@ def test_snakemake_reruns_the_readers_of_a_changed_store(project):
     assert "train_cam" not in planned_jobs(out.stdout + out.stderr)
 
 
-def test_dvc_experiments_rerun_descendants_and_hand_back_to_snakemake(project):
-    """`dvc exp run -S` reruns the readers of the key (and what their outputs change); Snakemake
-    then refuses the outputs DVC rewrote until `maskforge handover --to snakemake` adopts them."""
+KILLED = {"train_cam": "train_cam_r0", "make_cam": "make_cam_r0_p0", "crf": "crf_seeds"}   # stage → job
+MOMENTS = ("temp", "renamed")     # a temporary output exists / the output was just renamed into place
+
+
+def kill_at(cwd: Path, cmd: list[str], out: Path, moment: str) -> None:
+    """Run `cmd` as its own process group and SIGKILL the whole group (engine and stage, as a crash
+    or `scancel` would) the moment `out`'s temporary name appears, or right after its rename."""
+    before = out.stat().st_ino if out.exists() else None
+    proc = subprocess.Popen(cmd, cwd=cwd, env=engine_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    reached = {"temp": lambda: any(out.parent.glob(f"{out.name}.tmp-*")),
+               "renamed": lambda: out.exists() and out.stat().st_ino != before}[moment]
+    while proc.poll() is None and not reached():
+        time.sleep(0.002)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, f"{' '.join(cmd)} ended before the {moment} moment"
+
+
+def files_of(path: Path) -> dict[str, bytes]:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp"]
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in files}
+
+
+def kill_and_rerun(project: Path, tmp_path: Path, engine: str, stage: str, moment: str) -> None:
+    """SIGKILL one job of a rerun at `moment`, then the documented plain rerun command (here with
+    the job's target, to keep it small): it completes, leaves no temporary names, and the output
+    equals the clean run's."""
+    repo = tmp_path / "repo"
+    shutil.copytree(project, repo, symlinks=True)
+    job = next(job for job in jobs(TINY) if job.name == KILLED[stage])
+    target = next(iter(job.outs.values()))
+    if engine == "snakemake":
+        kill_at(repo, [str(BIN / "snakemake"), "--cores", "2", "--force", target], repo / target, moment)
+        snakemake(repo, target)                            # README: `snakemake --cores all` reruns it
+        assert "Nothing to be done" in (lambda r: r.stdout + r.stderr)(snakemake(repo, "-n", target))
+    else:
+        kill_at(repo, [str(BIN / "dvc"), "repro", "--force", "--single-item", job.name], repo / target, moment)
+        dvc(repo, "repro", job.name)                       # README: `dvc repro` reruns it
+        assert "up to date" in dvc(repo, "status", job.name).stdout.lower()
+    assert files_of(repo / target) == files_of(project / target)
+    leftovers = [p for top in ("data", "metrics") for p in (repo / top).rglob("*") if is_leftover(p.name)]
+    if engine == "dvc":     # restored from DVC's run-cache, no writer ran: the next writer or snakemake removes it
+        assert all(p.parent == (repo / target).parent for p in leftovers)
+        assert remove_leftovers(repo / "data") == leftovers
+    else:
+        assert not leftovers
+
+
+@pytest.mark.parametrize("engine, stage, moment", [("snakemake", "make_cam", "renamed"), ("dvc", "crf", "temp")])
+def test_a_killed_job_is_finished_by_the_plain_rerun(project, tmp_path, engine, stage, moment):
+    kill_and_rerun(project, tmp_path, engine, stage, moment)
+
+
+@pytest.mark.kill_matrix
+@pytest.mark.parametrize("moment", MOMENTS)
+@pytest.mark.parametrize("stage", sorted(KILLED))
+@pytest.mark.parametrize("engine", ["snakemake", "dvc"])
+def test_kill_matrix(project, tmp_path, engine, stage, moment):
+    kill_and_rerun(project, tmp_path, engine, stage, moment)
+
+
+def test_a_second_engine_is_refused_while_one_runs(project, tmp_path):
+    """One lock per working directory: `dvc repro` and a second `snakemake` beside a running
+    Snakemake are refused before they touch an output, the latter naming the holder."""
+    repo = tmp_path / "repo"
+    shutil.copytree(project, repo, symlinks=True)
+    running = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", "--force", "data/models/cam_r0.pt"], cwd=repo,
+                               env=engine_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        while running.poll() is None and not [p for p in (repo / ".snakemake/incomplete").rglob("*") if p.is_file()]:
+            time.sleep(0.01)                               # until its job started
+        second = snakemake(repo, "data/prepared", check=False)
+        assert second.returncode != 0 and f"pid {running.pid} (snakemake" in second.stdout + second.stderr
+        refused = sh(repo, str(BIN / "dvc"), "repro", "train_cam_r0", check=False)
+        assert refused.returncode != 0 and "Unable to acquire lock" in refused.stdout + refused.stderr
+    finally:
+        os.killpg(running.pid, signal.SIGKILL)
+        running.wait()
+
+
+def test_hand_over_sequence_needs_no_manual_step_and_ends_clean(project):
+    """`dvc exp run -S` reruns the readers of the key (and what their outputs change); then
+    snakemake → maskforge report → snakemake → dvc repro → snakemake --forceall -n each succeed with
+    nothing typed in between: Snakemake adopts what `dvc status` vouches for (the exp run's outputs)
+    and recomputes what it does not (the hand-written report), and records its own work for DVC."""
     ran = dvc_ran(dvc(project, "exp", "run", "-S", "cam.bg_threshold=0.3").stdout)
     config = load_config(project / "params.yaml")
     assert "seeds" in ran and ran <= descendants(config, readers_of("cam.bg_threshold"))
     seeds = json.loads(dvc(project, "metrics", "diff", "--all", "--json").stdout)["metrics/seeds.json"]["miou"]
     assert seeds["old"] is not None and seeds["new"] is not None    # HEAD's value comes from the DVC cache
 
-    refused = snakemake(project, "-n", check=False)
-    message = refused.stdout + refused.stderr
-    assert refused.returncode != 0 and "data/stores/seeds" in message and "maskforge handover" in message
-    sh(project, str(BIN / "maskforge"), "handover", "--to", "snakemake")
-    out = snakemake(project, "-n")
-    assert "Nothing to be done" in out.stdout + out.stderr
+    adopted = snakemake(project)
+    assert "maskforge handover: adopted" in adopted.stderr and "data/stores/seeds" in adopted.stderr
+    assert "Nothing to be done" in adopted.stdout + adopted.stderr
+    sh(project, str(BIN / "maskforge"), "report")          # the README's manual step, other arguments
+    redone = snakemake(project)
+    assert "reports/index.html" in redone.stderr and "marked incomplete" in redone.stderr
+    assert planned_jobs(redone.stdout + redone.stderr) == {"report": 1}
+    assert dvc_ran(dvc(project, "repro").stdout) == set()
+    forced = snakemake(project, "-n", "--forceall")
+    assert planned_jobs(forced.stdout + forced.stderr) == rules_of(config, {job.name for job in jobs(config)})
+    assert "up to date" in dvc(project, "status").stdout.lower()     # .snakemake_timestamp: .dvcignore
 
     stage = project / "stages/seeds.py"                  # a code edit: DVC reruns the stage (and only what
     stage.write_text(stage.read_text() + "\n# edited\n")  # its output changes — here nothing, same bytes)

@@ -8,6 +8,8 @@ from typing import Any, Callable
 
 import torch
 
+from maskforge.atomic import temp_path
+
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, truncated or of the wrong kind."""
@@ -16,8 +18,7 @@ class CheckpointError(ValueError):
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """torch.save to `<path>.tmp-<pid>`, fsync, then rename: a crash never leaves a half file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(state, f)

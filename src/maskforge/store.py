@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from maskforge import __version__
+from maskforge.atomic import is_leftover, temp_path
 from maskforge.metrics import IGNORE
 from maskforge.store_parts import PART, part_name
 
@@ -64,8 +65,9 @@ def input_digest(path: str | os.PathLike) -> str:
     if not path.is_dir():
         raise StoreError(f"{path}: input does not exist — build it first or fix the path")
     h = hashlib.sha256()
-    files = (p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp")   # Snakemake's marker
-    for name in sorted(p.relative_to(path).as_posix() for p in files):
+    names = (p.relative_to(path) for p in path.rglob("*") if p.is_file())
+    for name in sorted(n.as_posix() for n in names      # not Snakemake's marker, not a killed writer's temp
+                       if n.name != ".snakemake_timestamp" and not any(map(is_leftover, n.parts))):
         h.update(name.encode() + b"\0" + file_sha256(path / name))
     return h.hexdigest()
 
@@ -171,7 +173,7 @@ class StoreWriter:
                      "params_sha256": digest, "inputs": dict(inputs), "manifest_sha256": manifest,
                      "classes": list(classes),
                      "ids": {}, "shards": {}, "code_version": __version__}
-        self._tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        self._tmp = temp_path(self.path)
         self._shard: h5py.File | None = None
         self._open = False
 

@@ -41,12 +41,16 @@ def cmd_grid(args: argparse.Namespace) -> None:
 
 
 def cmd_handover(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
     from maskforge_workflow.handover import HandoverError, adopt_for_snakemake, record_for_dvc
+    from maskforge_workflow.lock import WorkdirLocked, hold
 
     config = load_config(args.params)
     try:
+        hold(Path("."), "maskforge handover")
         print(record_for_dvc(config) if args.to == "dvc" else adopt_for_snakemake(config, cores=args.cores))
-    except HandoverError as e:
+    except (HandoverError, WorkdirLocked) as e:
         raise ConfigError(str(e)) from None
 
 
@@ -82,8 +86,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "handover", help="hand the outputs of one engine to the other",
         description="--to dvc: `dvc commit -f` the stages whose outputs Snakemake (re)wrote (the Snakefile's "
                     "onsuccess does this after each run with params.yaml). --to snakemake: once `dvc status` is "
-                    "clean, let Snakemake record the outputs DVC wrote (it refuses to run on outputs it has no "
-                    "record of). Run in the project root.")
+                    "clean, let Snakemake record the outputs DVC wrote (a Snakemake run does this itself before it "
+                    "starts, and recomputes what DVC does not vouch for). Run in the project root.")
     handover.add_argument("--to", required=True, choices=("dvc", "snakemake"), help="the engine that takes over")
     handover.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
     handover.add_argument("--cores", type=int, default=1, help="cores for `snakemake --touch` (default 1)")

@@ -6,10 +6,18 @@
   params.yaml itself and dvc.yaml is generated from it: a run under an overlay is not what
   dvc.yaml describes, and recording it would pair overlay outputs with params.yaml values.
 - DVC → Snakemake: an output Snakemake has no record of (written by `dvc repro`, `dvc checkout`,
-  `dvc exp apply`), or one rewritten after Snakemake recorded it, would be trusted by mtime alone,
-  with params and code unchecked (measured with Snakemake 9.27). `untrusted_outputs` finds them and the
-  Snakefile stops on them; `adopt_for_snakemake` lets Snakemake record them only once
-  `dvc status` says they match params.yaml, the code and their inputs.
+  `dvc exp apply`, `maskforge report`), or one rewritten after Snakemake recorded it, would be
+  trusted by mtime alone, with params and code unchecked (measured with Snakemake 9.27). `start_snakemake_run`
+  (the Snakefile calls it first) finds them: when `dvc status` vouches that they match params.yaml,
+  the code and their inputs, Snakemake records them (`adopt_for_snakemake`, also `maskforge
+  handover --to snakemake`); otherwise it marks them incomplete in Snakemake's own records, so
+  Snakemake recomputes them (the profiles' `rerun-incomplete`). An output Snakemake itself marked
+  incomplete (a run killed after the rename, before Snakemake's bookkeeping) is Snakemake's own
+  and is simply rerun. Nothing refuses: each engine afterwards either has nothing to do or reruns
+  what it cannot vouch for.
+- A real Snakemake run first takes the working directory's lock (`maskforge_workflow.lock`, shared
+  with DVC), then removes what killed runs left: Snakemake's own lock files (no other Snakemake can
+  be running while the lock is held) and temporary `*.tmp-<pid>` writes (`maskforge.atomic`).
 """
 
 from __future__ import annotations
@@ -20,11 +28,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
-from maskforge_workflow.codedeps import ROOT
+from maskforge.atomic import remove_leftovers
 from maskforge_workflow.dvc_yaml import render_dvc_yaml
 from maskforge_workflow.expand import jobs
+from maskforge_workflow.lock import hold, lent
 
 ADOPTING = "MASKFORGE_ADOPTING"   # set while `maskforge handover --to snakemake` records outputs
 MTIME_SLACK_S = 2.0               # an output modified this long after Snakemake's record is foreign
@@ -38,18 +47,34 @@ def planned_outputs(config: Mapping[str, Any]) -> list[str]:
     return [out for job in jobs(config) for out in job.outs.values()]
 
 
-def _snakemake_record(path: str, root: Path) -> dict | None:
-    """Snakemake's metadata record of `path` (its file persistence backend), or None."""
+def _record_file(kind: str, path: str, root: Path) -> Path:
+    """Where Snakemake's file persistence keeps its `kind` record of `path` (kind: `metadata`, the
+    record of a finished job; `incomplete`, the marker of a job started and not finished)."""
     from snakemake.persistence.file import FilePersistence
-    metadata = root / ".snakemake" / "metadata"
-    if not metadata.is_dir():
+    folder = root / ".snakemake" / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(FilePersistence._record_path(_PathOnly(), str(folder), path))
+
+
+def _snakemake_record(path: str, root: Path) -> dict | None:
+    """Snakemake's metadata record of `path`, or None."""
+    if not (root / ".snakemake" / "metadata").is_dir():
         return None
-    record = FilePersistence._record_path(_PathOnly(), str(metadata), path)
     try:
-        with open(record) as f:
-            return json.load(f)
+        return json.loads(_record_file("metadata", path, root).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def _marked_incomplete(path: str, root: Path) -> bool:
+    return (root / ".snakemake" / "incomplete").is_dir() and _record_file("incomplete", path, root).exists()
+
+
+def mark_incomplete(paths: list[str], root: Path) -> None:
+    """Mark `paths` as Snakemake marks the outputs of a job it started: Snakemake then recomputes
+    them (with `--rerun-incomplete`, set in the profiles) instead of trusting them."""
+    for path in paths:
+        _record_file("incomplete", path, root).write_text(json.dumps({"external_jobid": None}))
 
 
 class _PathOnly:
@@ -65,20 +90,23 @@ def _modified(path: Path) -> float:
 
 
 def untrusted_outputs(config: Mapping[str, Any], root: Path = Path(".")) -> list[str]:
-    """Outputs of the graph that exist but that Snakemake did not write or has since changed hands."""
+    """Outputs of the graph that exist but that Snakemake did not write or has since changed hands;
+    not those of Snakemake's own unfinished jobs (it reruns them)."""
     foreign = []
     for out in planned_outputs(config):
         path = root / out
-        if not path.exists():
+        if not path.exists() or _marked_incomplete(out, root):
             continue
         record = _snakemake_record(out, root)
-        if record is None or record.get("incomplete") or _modified(path) > record["endtime"] + MTIME_SLACK_S:
+        if record is None or _modified(path) > record["endtime"] + MTIME_SLACK_S:
             foreign.append(out)
     return foreign
 
 
 def _dvc(*args: str, root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
+    """A DVC command, lent this process's working-directory lock (DVC takes the same lock)."""
+    with lent():
+        return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
 
 
 def dvc_yaml_describes(config: Mapping[str, Any], root: Path) -> bool:
@@ -139,37 +167,87 @@ def record_for_dvc(config: Mapping[str, Any], root: Path = Path(".")) -> str:
     return f"recorded {len(names)} stages in dvc.lock (dvc commit -f)"
 
 
-def adopt_for_snakemake(config: Mapping[str, Any], root: Path = Path("."), cores: int = 1) -> str:
-    """Let Snakemake record outputs DVC wrote, once `dvc status` vouches for all of them."""
-    if not dvc_yaml_describes(config, root):
-        raise HandoverError("dvc.yaml is not generated from params.yaml: run `maskforge dvc-yaml` and `dvc repro` first")
+def dvc_changed_stages(config: Mapping[str, Any], root: Path) -> list[str] | None:
+    """The stages `dvc status` lists as changed, or None when DVC cannot vouch for anything (no DVC
+    repository, or dvc.yaml not generated from `config` = params.yaml)."""
+    if not (root / ".dvc").is_dir() or not dvc_yaml_describes(config, root):
+        return None
     status = _dvc("status", "--json", root=root)
     if status.returncode != 0:
         raise HandoverError(f"dvc status failed: {status.stderr.strip()}")
-    changed = sorted(json.loads(status.stdout or "{}"))
+    return sorted(json.loads(status.stdout or "{}"))
+
+
+def _touch_all(root: Path, cores: int) -> None:
+    """`snakemake --touch --forceall`: Snakemake records every output as it is now."""
+    env = {**os.environ, ADOPTING: "1"}
+    with lent():
+        done = subprocess.run([sys.executable, "-m", "snakemake", "--touch", "--forceall", "--cores", str(cores), "--quiet"],
+                              cwd=root, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise HandoverError(f"snakemake --touch failed: {done.stderr.strip()[-500:]}")
+    os.utime(root / "dvc.lock")    # it already records these outputs: no `dvc commit` after the next run
+
+
+def adopt_for_snakemake(config: Mapping[str, Any], root: Path = Path("."), cores: int = 1) -> str:
+    """Let Snakemake record outputs DVC wrote, once `dvc status` vouches for all of them."""
+    changed = dvc_changed_stages(config, root)
+    if changed is None:
+        raise HandoverError("dvc.yaml is not generated from params.yaml: run `maskforge dvc-yaml` and `dvc repro` first")
     if changed:
         raise HandoverError(f"dvc status lists {len(changed)} changed stages ({', '.join(changed[:5])}…): "
                             "run `dvc repro` first, or rerun them with snakemake --forcerun")
     foreign = untrusted_outputs(config, root)
     if not foreign:
         return "Snakemake already has a record of every output"
-    env = {**os.environ, ADOPTING: "1"}
-    done = subprocess.run([sys.executable, "-m", "snakemake", "--touch", "--forceall", "--cores", str(cores), "--quiet"],
-                          cwd=root, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise HandoverError(f"snakemake --touch failed: {done.stderr.strip()[-500:]}")
-    os.utime(root / "dvc.lock")    # it already records these outputs: no `dvc commit` after the next run
+    _touch_all(root, cores)
     return f"Snakemake recorded {len(foreign)} outputs that dvc status vouches for"
 
 
-def guard_snakemake(config: Mapping[str, Any], root: Path = ROOT) -> None:
-    """Stop a Snakemake run that would trust outputs it has no record of (called from common.smk)."""
-    if os.environ.get(ADOPTING):
-        return
+def run_flags(argv: Sequence[str]) -> set[str]:
+    """Which of dryrun, forceall and touch a Snakemake command line asks for (the workflow object
+    learns them only after the Snakefile is parsed, too late for `start_snakemake_run`)."""
+    long = {"--dry-run": "dryrun", "--dryrun": "dryrun", "--forceall": "forceall", "--touch": "touch"}
+    short = {"n": "dryrun", "F": "forceall", "t": "touch"}
+    found: set[str] = set()
+    for arg in argv[1:]:
+        if arg.startswith("--"):
+            found.add(long.get(arg.split("=")[0], ""))
+        elif arg.startswith("-") and arg[1:].isalpha():       # -n, -nF, -Ft (a value is never alphabetic-only flags)
+            found.update(short.get(c, "") for c in arg[1:])
+    return found - {""}
+
+
+def _shown(paths: list[str]) -> str:
+    return ", ".join(paths[:4]) + (f" and {len(paths) - 4} more" if len(paths) > 4 else "")
+
+
+def start_snakemake_run(config: Mapping[str, Any], argv: Sequence[str], root: Path = Path(".")) -> str:
+    """What the Snakefile does before Snakemake builds its DAG (see the module): take the lock and
+    clear what killed runs left (real runs), then adopt or mark incomplete the outputs Snakemake
+    cannot vouch for. Returns what was done, for the log ("" when nothing)."""
+    flags = run_flags(argv)
+    if "dryrun" not in flags:
+        hold(root, "snakemake")
+        for stale in (root / ".snakemake" / "locks").glob("*.lock"):   # a killed Snakemake's: none runs now
+            stale.unlink()
+        for top in sorted({Path(out).parts[0] for out in planned_outputs(config)}):
+            remove_leftovers(root / top)
+    if os.environ.get(ADOPTING) or flags & {"forceall", "touch"}:
+        return ""
     foreign = untrusted_outputs(config, root)
-    if foreign:
-        shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
-        raise HandoverError(
-            f"{shown}: written by another tool (dvc repro/checkout?) or changed since Snakemake wrote them; "
-            "run `maskforge handover --to snakemake` (adopts them if `dvc status` is clean) "
-            "or `snakemake --forceall`/delete them")
+    if not foreign:
+        return ""
+    changed = dvc_changed_stages(config, root)
+    dry = "dryrun" in flags                     # a dry run changes nothing: it says what a real run does
+    if changed == []:
+        if not dry:
+            _touch_all(root, cores=1)
+        return (f"{'a real run adopts' if dry else 'adopted'} {len(foreign)} outputs written by DVC "
+                f"({_shown(foreign)}): `dvc status` vouches for them")
+    if not dry:
+        mark_incomplete(foreign, root)
+    why = "dvc.yaml does not describe this config" if changed is None else f"dvc status lists {', '.join(changed[:4])}"
+    return (f"{_shown(foreign)}: written by another tool or changed since Snakemake wrote them, and not vouched "
+            f"for by DVC ({why}): {'a real run marks them incomplete and' if dry else 'marked incomplete,'} "
+            "Snakemake recomputes them")

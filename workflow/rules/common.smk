@@ -12,7 +12,7 @@ from maskforge.data.fingerprint import write_fingerprint
 from maskforge.store import check_existing
 from maskforge_workflow.expand import final_targets, jobs
 from maskforge_workflow.rules import snakemake_rules
-from maskforge_workflow.handover import guard_snakemake, record_for_dvc
+from maskforge_workflow.handover import record_for_dvc, start_snakemake_run
 
 validate(config, str(SCHEMA_PATH))
 check_ordered_pairs(config, "config")   # what the schema cannot say: [low, high] pairs in order
@@ -23,11 +23,13 @@ write_fingerprint(config["dataset"])
 if not (workflow.dag_settings and workflow.dag_settings.forceall):
     check_existing([job.outs["store"] for job in jobs(config) if job.stage.store_kind])
 
-# Outputs that DVC (or anything else) wrote are not trusted by mtime: stop and say how to adopt them.
-# Only in the main process: a cluster job's own Snakemake (--mode remote) sees outputs of jobs that
-# finished on other nodes before the main process has recorded them.
-if workflow.is_main_process and not (workflow.dag_settings and (workflow.dag_settings.forceall or workflow.touch)):
-    guard_snakemake(config)
+# A real run takes the working directory's lock (shared with DVC) and clears what killed runs left;
+# outputs that DVC (or anything else) wrote are adopted when `dvc status` vouches for them, else
+# recomputed. Only the main process: jobs on a cluster parse this file too.
+if workflow.is_main_process:
+    done = start_snakemake_run(config, sys.argv)
+    if done:
+        print(f"maskforge handover: {done}", file=sys.stderr)
 
 
 onsuccess:
