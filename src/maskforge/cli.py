@@ -1,6 +1,6 @@
 """The `maskforge` command line: stores, CAM sweeps, reports, and the workflow's commands.
 
-`store info|diff|export|import`, `sweep` and `report` live here; the command groups other installed
+`store info|diff|export|import`, `sweep`, `report` and `quality` live here; the command groups other installed
 packages register come next (the workflow package adds `dvc-yaml`, `grid` and `handover`).
 
 Each subcommand is one small function taking the parsed arguments; add a command group with an
@@ -153,21 +153,48 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     print(f"best bg_threshold {summary['bg_threshold']}: mIoU {summary['miou']:.2f} (sweep written to {args.out})")
 
 
-def cmd_report(args: argparse.Namespace) -> None:
-    """Write the HTML report of the stores and metrics files on disk (default: all of them)."""
-    from maskforge.viz import report_html
-
+def _run_outputs(args: argparse.Namespace) -> tuple[dict, dict]:
+    """The stores and metrics summaries named by --stores/--metrics (default: all of them on disk),
+    each keyed by its `run_labels` label."""
     paths = args.stores or sorted(p.parent for p in Path("data/stores").glob(f"**/{META}") if not PART.match(p.parent.name))
     stores = {label: open_store(p) for label, p in zip(run_labels(paths), paths)}
     metrics = args.metrics or sorted(Path("metrics").glob("**/*.json"))
     summaries = {label: json.loads(Path(p).read_text()) for label, p in zip(run_labels(metrics), metrics)}
+    return stores, summaries
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    """Write the HTML report of the stores and metrics files on disk (default: all of them)."""
+    from maskforge.viz import report_html
+
+    stores, summaries = _run_outputs(args)
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
     atomic_write_text(args.out, report_html(manifest, stores, summaries, args.images, args.thumbnail))
     print(f"wrote {args.out}: {len(stores)} stores, {len(summaries)} metrics files")
 
 
+def cmd_quality(args: argparse.Namespace) -> None:
+    """Print the quality table of the scored stores on disk (the report's quality section)."""
+    from maskforge.quality import HEADERS, quality_rows
+
+    stores, summaries = _run_outputs(args)
+    rows = quality_rows(stores, summaries)
+    if not rows:
+        raise StoreError("no store has a score: run the evaluate stages first (snakemake / dvc repro), "
+                         "or name stores and metrics with --stores and --metrics")
+    print(table(HEADERS, [[f"{c:.2f}" if isinstance(c, float) else ("–" if c is None else c) for c in r.cells()]
+                          for r in rows]))
+    print("GT: the column compares against pixel ground truth (a user's dataset has none); "
+          "labelled % and foreground % are read from the store alone (mask stores).")
+
+
+def _add_run_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stores", nargs="*", help="stores to show (default: every store under data/stores)")
+    parser.add_argument("--metrics", nargs="*", help="metrics JSON files (default: metrics/*.json)")
+
+
 def add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
-    """`maskforge sweep` and `maskforge report`."""
+    """`maskforge sweep`, `maskforge report` and `maskforge quality`."""
     sweep = commands.add_parser("sweep", help="score seed background thresholds on a cached CAM store (no inference)")
     sweep.add_argument("store", help="a CAM store, e.g. data/stores/cam_r0")
     sweep.add_argument("--manifest", default="data/prepared/manifest.json", help="manifest with the GT masks")
@@ -177,12 +204,15 @@ def add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     sweep.set_defaults(func=cmd_sweep)
     report = commands.add_parser("report", help="offline HTML page: metrics table and galleries of every store")
     report.add_argument("--prepared", default="data/prepared", help="the prepare stage's folder (images, GT)")
-    report.add_argument("--stores", nargs="*", help="stores to show (default: every store under data/stores)")
-    report.add_argument("--metrics", nargs="*", help="metrics JSON files (default: metrics/*.json)")
+    _add_run_output_arguments(report)
     report.add_argument("--images", type=int, default=6, help="gallery rows per split (default 6)")
     report.add_argument("--thumbnail", type=int, default=160, help="picture size in pixels (default 160)")
     report.add_argument("--out", default="reports/index.html", help="where to write (default reports/index.html)")
     report.set_defaults(func=cmd_report)
+    quality = commands.add_parser("quality", help="table of every scored store: mIoU, precision/recall, labelled share, "
+                                  "ratio to its input store")
+    _add_run_output_arguments(quality)
+    quality.set_defaults(func=cmd_quality)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,8 @@ from PIL import Image
 from maskforge.data.manifest import Manifest
 from maskforge.evaluation import regions_to_mask
 from maskforge.leaderboard import Entry, leaderboard
+from maskforge.quality import HEADERS as QUALITY_HEADERS
+from maskforge.quality import quality_rows
 from maskforge.store import StoreReader
 from maskforge.store_png import voc_palette
 
@@ -149,14 +151,22 @@ def leaderboard_html(entries: Sequence[Entry]) -> str:
                       [[e.variant, e.store, e.source or "", e.split, e.miou, e.ratio] for e in entries], left=4)
 
 
+def quality_html(stores: Mapping[str, StoreReader], summaries: Mapping[str, Mapping[str, Any]]) -> str:
+    """The quality table (maskforge.quality): per scored store mIoU, precision/recall, labelled and
+    foreground shares, ratio to its input store."""
+    return table_html(QUALITY_HEADERS, [row.cells() for row in quality_rows(stores, summaries)], left=4)
+
+
 def report_html(manifest: Manifest, stores: Mapping[str, StoreReader], summaries: Mapping[str, Mapping[str, Any]],
                 images: int, size: int = THUMBNAIL) -> str:
     """The pipeline report, stores and summaries keyed by the same labels (`run_labels`): the
     leaderboard of every variant's stores, the metrics table, then one gallery per split (train:
     pseudo labels; val: predictions) of its first `images` ids with GT, the same store of every
-    variant side by side."""
+    variant side by side. The quality table follows the leaderboard (maskforge.quality)."""
     sections = [("leaderboard (mIoU %, best first; ratio to the store it was made from)",
                  leaderboard_html(leaderboard(stores, summaries))),
+                ("quality: which stage helps (GT columns use pixel ground truth; labelled/foreground % do not)",
+                 quality_html(stores, summaries)),
                 ("metrics (mIoU and per-class IoU, %)", metrics_table_html(summaries))]
     by_store = dict(sorted(stores.items(), key=lambda item: (item[0].rpartition("/")[2], item[0])))
     for split in manifest.splits:
