@@ -70,3 +70,15 @@ def test_quality_command_without_scores_names_the_fix(tmp_path, capsys, monkeypa
     monkeypatch.chdir(tmp_path)
     assert main(["quality"]) == 2
     assert "run the evaluate stages first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fill, side", [(1, "foreground"), (0, "background")])
+def test_a_mask_store_of_almost_one_side_is_flagged_with_its_knob(tmp_path, fill, side):
+    mask = np.full((10, 10), fill, np.uint8)
+    mask[0, :3] = 1 - fill                    # 3 % of the other side: still degenerate
+    irn = write(tmp_path / "irn", "mask", "refine_irn", {"a": mask}, {})
+    (row,) = quality_rows({"irn": open_store(irn)}, {"irn": {"miou": 10.0, "split": "train"}})
+    assert row.note == f"WARNING: {side} almost everywhere (check irn.infer.bg_score)"
+    mask[0, :6] = 1 - fill                    # 6 %: a real mask
+    ok = write(tmp_path / "ok", "mask", "refine_irn", {"a": mask}, {})
+    assert quality_rows({"ok": open_store(ok)}, {"ok": {"miou": 10.0}})[0].note == ""

@@ -4,7 +4,8 @@ store it was made from — so a user sees which stage helps on their data.
 
 Columns marked "GT" compare against pixel ground truth (a user's own dataset has none); the
 labelled and foreground shares are read from the store alone. A CAM store is scored at the τ its
-evaluation swept against GT: the note says so, the seeds store shows the τ the pipeline chose.
+evaluation swept against GT: the note says so, the seeds store shows the τ the pipeline chose. A mask
+store that calls (nearly) every labelled pixel foreground, or background, gets a warning naming the knob.
 Rows follow the chain: each variant's stores by their distance from a store made from nothing scored.
 """
 
@@ -55,11 +56,22 @@ def _class_mean(values: Mapping[str, float | None] | None) -> float | None:
     return 100 * float(np.mean(known)) if known else None
 
 
-def _note(store: StoreReader, summary: Mapping[str, Any]) -> str:
+DEGENERATE = 95.0   # DESIGN §9: a mask store with more than this % of its labelled pixels foreground (or background)
+KNOB_OF_STAGE = {"seeds": "cam.bg_threshold", "ir_labels": "irn.fg_threshold / irn.bg_threshold",
+                 "refine_irn": "irn.infer.bg_score", "assemble_ae": "assemble.bg_saliency", "crf": "crf.*",
+                 "predict": "seg.train / seg.labels"}
+
+
+def _note(store: StoreReader, summary: Mapping[str, Any], foreground: float | None) -> str:
+    """The τ behind the row's numbers, and DESIGN §9's warning for a degenerate mask store."""
     if store.kind == "cam" and "bg_threshold" in summary:
         return f"at the GT-best tau {summary['bg_threshold']:g}"
-    tau = store.params.get("cam", {}).get("bg_threshold") if store.meta["stage"] == "seeds" else None
-    return "" if tau is None else f"tau {tau} (no GT)"
+    stage = store.meta["stage"]
+    notes = [f"tau {store.params['cam']['bg_threshold']} (no GT)"] if stage == "seeds" else []
+    if foreground is not None and stage in KNOB_OF_STAGE and max(foreground, 100 - foreground) > DEGENERATE:
+        notes.append(f"WARNING: {'foreground' if foreground > 50 else 'background'} almost everywhere "
+                     f"(check {KNOB_OF_STAGE[stage]})")
+    return "; ".join(notes)
 
 
 def quality_rows(stores: Mapping[str, StoreReader], summaries: Mapping[str, Mapping[str, Any]]) -> list[QualityRow]:
@@ -82,6 +94,6 @@ def quality_rows(stores: Mapping[str, StoreReader], summaries: Mapping[str, Mapp
         store, summary = stores[label(e)], summaries[label(e)]
         labelled, foreground = mask_shares(store) if store.kind == "mask" else (None, None)
         rows.append(QualityRow(e, _class_mean(summary.get("precision")), _class_mean(summary.get("recall")),
-                               labelled, foreground, _note(store, summary)))
+                               labelled, foreground, _note(store, summary, foreground)))
     return rows
 
