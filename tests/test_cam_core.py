@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maskforge.cam import cam_argmax, multiscale_cams, normalise_max, same_size_batches, seeds_from_cams
+from maskforge.cam import (SCORE_BINS, cam_argmax, multiscale_cams, normalise_max, otsu_threshold, same_size_batches,
+                           score_histogram, seeds_from_cams)
 
 
 class PixelCAM(torch.nn.Module):
@@ -59,6 +60,27 @@ def test_seeds_take_background_where_no_cam_exceeds_tau(tau):
     best = np.where(cams[0] >= cams[1], 3, 7)
     assert ((seeds == 0) == (cams.max(0) <= tau)).all()
     assert (seeds[seeds > 0] == best[seeds > 0]).all()
+
+
+@pytest.mark.parametrize("low, high", [(0.1, 0.6), (0.3, 0.9), (0.05, 0.4)])
+def test_otsu_splits_two_score_modes_between_them(low, high):
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([rng.normal(low, 0.03, 3000), rng.normal(high, 0.03, 1000)]).clip(0, 1)
+    cams = scores.reshape(1, 40, 100).astype(np.float32)
+    histogram = score_histogram(cams, [2])
+    assert histogram.sum() == scores.size and len(histogram) == SCORE_BINS
+    tau = otsu_threshold(histogram)
+    assert low + 0.05 < tau < high - 0.05
+    seeds = seeds_from_cams(cams, [2], tau)
+    assert abs((seeds == 2).mean() - 0.25) < 0.01
+
+
+def test_otsu_of_a_single_occupied_bin_is_its_upper_edge_and_of_nothing_an_error():
+    counts = np.zeros(SCORE_BINS)
+    counts[0] = 10
+    assert otsu_threshold(counts) == 1 / SCORE_BINS
+    with pytest.raises(ValueError, match="empty"):
+        otsu_threshold(np.zeros(SCORE_BINS))
 
 
 def test_cam_argmax_of_an_image_without_labels_is_background():

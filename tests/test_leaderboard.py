@@ -38,3 +38,12 @@ def test_each_store_is_ranked_with_its_ratio_to_the_store_it_was_made_from(tmp_p
 def test_stores_without_a_score_are_left_out(tmp_path):
     stores = {"saliency": fake_store(tmp_path, "saliency", b"s", {})}
     assert leaderboard(stores, {"saliency_ignored": {"ignored": 0.1}}) == []
+
+
+def test_a_store_made_from_an_unscored_store_is_compared_with_that_one_s_scored_input(tmp_path):
+    regions = fake_store(tmp_path, "regions_r0", b"regions", {})
+    assembled = fake_store(tmp_path, "assemble_ae", b"assembled", {"regions": input_digest(tmp_path / "regions_r0")})
+    crf = fake_store(tmp_path, "assemble_ae_crf", b"crf", {"masks": input_digest(tmp_path / "assemble_ae")})
+    stores = {"regions_r0": regions, "assemble_ae": assembled, "assemble_ae_crf": crf}
+    rows = leaderboard(stores, {"regions_r0": {"miou": 20.0}, "assemble_ae_crf": {"miou": 50.0}})
+    assert [(r.store, r.source, r.ratio) for r in rows] == [("assemble_ae_crf", "regions_r0", 2.5), ("regions_r0", None, None)]

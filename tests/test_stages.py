@@ -142,7 +142,7 @@ def test_report_is_one_offline_page_with_metrics_plots_and_galleries(run, tmp_pa
     seeds = json.loads(open(run["seeds.json"]).read())
     assert f"{seeds['miou']:.2f}" in page
     cams = json.loads(open(run["cam_r0.json"]).read())
-    assert page.index("leaderboard") < page.index("metrics (")                  # the report opens with it
+    assert page.index("leaderboard") < page.index("quality: which stage helps") < page.index("metrics (")
     assert (f"<td class=l>default</td><td class=l>seeds</td><td class=l>cam_r0</td><td class=l>train</td>"
             f"<td>{seeds['miou']:.2f}</td><td>{seeds['miou'] / cams['miou']:.2f}</td>") in page
 

@@ -1,6 +1,6 @@
 """The `maskforge` command line: stores, CAM sweeps, reports, and the workflow's commands.
 
-`store info|diff|export|import`, `sweep` and `report` live here; the command groups other installed
+`store info|diff|export|import`, `sweep`, `report` and `quality` live here; the command groups other installed
 packages register come next (the workflow package adds `dvc-yaml`, `grid` and `handover`).
 
 Each subcommand is one small function taking the parsed arguments; add a command group with an
@@ -163,16 +163,23 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     print(f"best bg_threshold {summary['bg_threshold']}: mIoU {summary['miou']:.2f} (sweep written to {args.out})")
 
 
+def _run_outputs(args: argparse.Namespace, manifest: Manifest) -> tuple[dict, dict]:
+    """The stores (checked against `manifest`) and metrics summaries named by --stores/--metrics
+    (default: all of them on disk; a store written in parts opens whole), keyed by `run_labels`."""
+    found = (p.parent.parent if PART.match(p.parent.name) else p.parent for p in Path("data/stores").glob(f"**/{META}"))
+    paths = args.stores or sorted(set(found))
+    stores = {label: open_store(p, manifest=manifest) for label, p in zip(run_labels(paths), paths)}
+    metrics = args.metrics or sorted(Path("metrics").glob("**/*.json"))
+    summaries = {label: json.loads(Path(p).read_text()) for label, p in zip(run_labels(metrics), metrics)}
+    return stores, summaries
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     """Write the HTML report (and its plots) of the stores, metrics and curve files on disk (default: all of them)."""
     from maskforge.viz import write_report
 
-    found = (p.parent.parent if PART.match(p.parent.name) else p.parent for p in Path("data/stores").glob(f"**/{META}"))
-    paths = args.stores or sorted(set(found))     # a store written in parts is opened whole
     manifest = Manifest.read(Path(args.prepared) / "manifest.json")
-    stores = {label: open_store(p, manifest=manifest) for label, p in zip(run_labels(paths), paths)}
-    metrics = args.metrics or sorted(Path("metrics").glob("**/*.json"))
-    summaries = {label: json.loads(Path(p).read_text()) for label, p in zip(run_labels(metrics), metrics)}
+    stores, summaries = _run_outputs(args, manifest)
     curves = args.curves if args.curves is not None else sorted(Path("metrics").glob("**/*.csv"))
     plots = Path(args.out).parent / "plots"
     warnings = write_report(args.out, plots, manifest, stores, summaries, curves, args.images, args.thumbnail)
@@ -181,8 +188,29 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"WARNING {warning}")
 
 
+def cmd_quality(args: argparse.Namespace) -> None:
+    """Print the quality table of the scored stores on disk (the report's quality section)."""
+    from maskforge.quality import HEADERS, quality_rows
+
+    stores, summaries = _run_outputs(args, Manifest.read(Path(args.prepared) / "manifest.json"))
+    rows = quality_rows(stores, summaries)
+    if not rows:
+        raise StoreError("no store has a score: run the evaluate stages first (snakemake / dvc repro), "
+                         "or name stores and metrics with --stores and --metrics")
+    print(table(HEADERS, [[f"{c:.2f}" if isinstance(c, float) else ("–" if c is None else c) for c in r.cells()]
+                          for r in rows]))
+    print("GT: the column compares against pixel ground truth (a user's dataset has none); "
+          "labelled % and foreground % are read from the store alone (mask stores).")
+
+
+def _add_run_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prepared", default="data/prepared", help="the prepare stage's folder (images, GT)")
+    parser.add_argument("--stores", nargs="*", help="stores to show (default: every store under data/stores)")
+    parser.add_argument("--metrics", nargs="*", help="metrics JSON files (default: metrics/**/*.json)")
+
+
 def add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
-    """`maskforge sweep` and `maskforge report`."""
+    """`maskforge sweep`, `maskforge report` and `maskforge quality`."""
     sweep = commands.add_parser("sweep", help="score seed background thresholds on a cached CAM store (no inference)",
                                 description="Seeds at every background threshold τ from one pass over a cached CAM "
                                             "store, each scored against GT (mIoU %); prints the table and the best τ.")
@@ -195,9 +223,7 @@ def add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser("report", help="offline HTML page: metrics, plots and galleries of every store",
                                  description="Write the offline HTML report of the stores, metrics and curves on disk "
                                              "(as the pipeline's report stage does), its plots as PNGs beside it in plots/.")
-    report.add_argument("--prepared", default="data/prepared", help="the prepare stage's folder (images, GT)")
-    report.add_argument("--stores", nargs="*", help="stores to show (default: every store under data/stores)")
-    report.add_argument("--metrics", nargs="*", help="metrics JSON files (default: metrics/**/*.json)")
+    _add_run_output_arguments(report)
     report.add_argument("--curves", nargs="*", help="training curve and sweep CSVs to plot (default: metrics/**/*.csv)")
     report.add_argument("--images", type=int, default=6, help="gallery rows per split (default 6)")
     report.add_argument("--thumbnail", type=int, default=160, help="picture size in pixels (default 160)")
@@ -205,6 +231,10 @@ def add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
                         help="where to write, plots in plots/ beside it (default reports/adhoc/index.html: the "
                              "pipeline's own reports/index.html is an output the engines track)")
     report.set_defaults(func=cmd_report)
+    quality = commands.add_parser("quality", help="table of every scored store: mIoU, precision/recall, labelled share, "
+                                  "ratio to its input store")
+    _add_run_output_arguments(quality)
+    quality.set_defaults(func=cmd_quality)
 
 
 def build_parser() -> argparse.ArgumentParser:

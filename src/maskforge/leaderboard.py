@@ -38,13 +38,24 @@ class Entry:
 
 
 def leaderboard(stores: Mapping[str, StoreReader], summaries: Mapping[str, Mapping[str, Any]]) -> list[Entry]:
-    """One entry per labelled store with a score (`summaries[label]["miou"]`), best first."""
+    """One entry per labelled store with a score (`summaries[label]["miou"]`), best first. A store's
+    source is its first scored input; through an unscored input (e.g. assemble_ae), that one's."""
     scored = {label: store for label, store in stores.items() if "miou" in summaries.get(label, {})}
-    label_of_digest = {input_digest(store.path): label for label, store in scored.items()}
+    label_of_digest = {input_digest(store.path): label for label, store in stores.items()}
+
+    def scored_source(label: str, seen: frozenset[str]) -> str | None:
+        for digest in stores[label].meta["inputs"].values():
+            parent = label_of_digest.get(digest)
+            if parent is None or parent in seen:
+                continue
+            found = parent if parent in scored else scored_source(parent, seen | {parent})
+            if found:
+                return found
+        return None
+
     entries = []
     for label, store in scored.items():
-        sources = [label_of_digest[d] for d in store.meta["inputs"].values() if label_of_digest.get(d, label) != label]
-        source = sources[0] if sources else None
+        source = scored_source(label, frozenset({label}))
         miou = float(summaries[label]["miou"])
         base = float(summaries[source]["miou"]) if source else 0.0
         variant, _, name = label.rpartition("/")

@@ -25,6 +25,8 @@ from maskforge.evaluation import regions_to_mask
 from maskforge.leaderboard import Entry, leaderboard, run_labels
 from maskforge.metric_files import read_csv
 from maskforge.metrics import IGNORE
+from maskforge.quality import HEADERS as QUALITY_HEADERS
+from maskforge.quality import quality_rows
 from maskforge.plots import colour_bar_png, sweep_png, training_curve_png
 from maskforge.store import StoreReader, input_digest
 from maskforge.store_png import voc_palette
@@ -241,6 +243,12 @@ def leaderboard_html(entries: Sequence[Entry]) -> str:
                       marked=best_per_split([(e.split, None if _is_gt(e.store) else e.miou) for e in entries]))
 
 
+def quality_html(stores: Mapping[str, StoreReader], summaries: Mapping[str, Mapping[str, Any]]) -> str:
+    """The quality table (maskforge.quality): per scored store mIoU, precision/recall, labelled and
+    foreground shares, ratio to its input store."""
+    return table_html(QUALITY_HEADERS, [row.cells() for row in quality_rows(stores, summaries)], left=4)
+
+
 def report_html(manifest: Manifest, stores: Mapping[str, StoreReader], summaries: Mapping[str, Mapping[str, Any]],
                 images: int, size: int = THUMBNAIL, curves: Mapping[str, bytes] | None = None,
                 sweeps: Mapping[str, bytes] | None = None, warnings: Sequence[str] = ()) -> str:
@@ -249,10 +257,12 @@ def report_html(manifest: Manifest, stores: Mapping[str, StoreReader], summaries
     best store of each split highlighted), per-class precision/recall, the plots (name → PNG) of
     the training `curves` and threshold `sweeps`, the colour legend, then one gallery per split (train:
     pseudo labels; val: predictions) of its first `images` ids with GT, the same store of every
-    variant side by side."""
+    variant side by side. The quality table follows the leaderboard (maskforge.quality)."""
     sections = [("warnings", warnings_html(warnings))] if warnings else []
     sections += [("leaderboard (mIoU %, best first, best of each split highlighted; ratio to the store it was made from)",
                   leaderboard_html(leaderboard(stores, summaries))),
+                 ("quality: which stage helps (GT columns use pixel ground truth; labelled/foreground % do not)",
+                  quality_html(stores, summaries)),
                  ("metrics (mIoU and per-class IoU, %)", metrics_table_html(summaries)),
                  ("per-class precision / recall (%)", precision_recall_table_html(summaries))]
     if curves:
