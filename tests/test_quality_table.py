@@ -14,7 +14,7 @@ CLASSES = ["background", "cat", "dog"]
 
 
 def write(path, kind, stage, images, inputs, params=None):
-    with StoreWriter(path, kind=kind, stage=stage, params=params or {}, inputs=inputs, classes=CLASSES) as writer:
+    with StoreWriter(path, kind=kind, stage=stage, params=params or {}, inputs=inputs, manifest="m", classes=CLASSES) as writer:
         for image_id, array in images.items():
             writer.add(image_id, array, [1] if kind == "cam" else None)
     return path

@@ -163,8 +163,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     print(f"best bg_threshold {summary['bg_threshold']}: mIoU {summary['miou']:.2f} (sweep written to {args.out})")
 
 
-def _run_outputs(args: argparse.Namespace, manifest: Manifest) -> tuple[dict, dict]:
-    """The stores (checked against `manifest`) and metrics summaries named by --stores/--metrics
+def _run_outputs(args: argparse.Namespace, manifest: Manifest | None) -> tuple[dict, dict]:
+    """The stores (checked against `manifest`, if given) and metrics summaries named by --stores/--metrics
     (default: all of them on disk; a store written in parts opens whole), keyed by `run_labels`."""
     found = (p.parent.parent if PART.match(p.parent.name) else p.parent for p in Path("data/stores").glob(f"**/{META}"))
     paths = args.stores or sorted(set(found))
@@ -192,7 +192,8 @@ def cmd_quality(args: argparse.Namespace) -> None:
     """Print the quality table of the scored stores on disk (the report's quality section)."""
     from maskforge.quality import HEADERS, quality_rows
 
-    stores, summaries = _run_outputs(args, Manifest.read(Path(args.prepared) / "manifest.json"))
+    manifest_path = Path(args.prepared) / "manifest.json"      # the table needs no images: checked if present
+    stores, summaries = _run_outputs(args, Manifest.read(manifest_path) if manifest_path.exists() else None)
     rows = quality_rows(stores, summaries)
     if not rows:
         raise StoreError("no store has a score: run the evaluate stages first (snakemake / dvc repro), "
@@ -232,7 +233,10 @@ def add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
                              "pipeline's own reports/index.html is an output the engines track)")
     report.set_defaults(func=cmd_report)
     quality = commands.add_parser("quality", help="table of every scored store: mIoU, precision/recall, labelled share, "
-                                  "ratio to its input store")
+                                  "ratio to its input store",
+                                  description="Print the report's quality table: for every scored store (chain order) "
+                                              "mIoU, class-mean precision/recall of labelled pixels (GT), labelled and "
+                                              "foreground shares (from the store alone) and the ratio to its input store.")
     _add_run_output_arguments(quality)
     quality.set_defaults(func=cmd_quality)
 
