@@ -1,8 +1,9 @@
 """The cluster paths on a real SLURM: a single-node SLURM from Debian's slurm-wlm and munge, started
 for this module with a config written for this machine (`slurmd -C`: hostname, CPUs, memory; no
 accounting database), runs the tiny pipeline through workflow/profiles/slurm — the two make_cam
-shards as parallel jobs — and the `dvc repro` recipe workflow/slurm/dvc_repro.sbatch; their stores
-must equal a local run's, byte for byte. Root only (it installs packages and starts daemons);
+shards as parallel jobs — and the `dvc repro` recipe workflow/slurm/dvc_repro.sbatch; their outputs
+must equal a local Snakemake run's (the profile run's byte for byte; the DVC run's arrays byte for
+byte, its provenance as JSON: see assert_same_outputs). Root only (it installs packages and starts daemons);
 deselected by default, run with `pytest -n 0 -m slurm tests/test_slurm.py` (.ci/run's SLURM
 step). The console of the profile run goes to $MASKFORGE_SLURM_TRANSCRIPT when that is set."""
 
