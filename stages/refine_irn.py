@@ -7,6 +7,8 @@ horizontal flip; the CAMs resized to that grid; the random walk x · T^(2^exp_ti
 x = CAM ⊙ (1 − B) and T the column-normalised affinities (1 − max B on the line i→j)^beta within
 irn.infer.radius, applied as a radius-limited stencil (never an n×n matrix); the scores upsampled
 to the full image, divided by their max, background score irn.infer.bg_score prepended, argmax.
+With irn.infer.bg_power α set, the background channel (1 − max CAM)^α (AffinityNet, Ahn & Kwak
+2018) is walked with the CAMs instead and the argmax taken over the walked channels.
 Written as a mask store.
 """
 

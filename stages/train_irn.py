@@ -1,4 +1,5 @@
-"""train_irn: train IRN's class-boundary branch (Ahn et al., CVPR 2019) on the IR label store.
+"""train_irn: train IRN's class-boundary branch (Ahn et al., CVPR 2019) on the mask store named
+by irn.labels: IRN's IR labels (ir_labels) or another mask store of the run (255 = ignore).
 
 The backbone (cam.backbone with cam.weights, output stride 16) is frozen; per backbone level a 1×1
 conv + GroupNorm, upsampled to stride 4, fused by a 1×1 conv into the boundary map B. The loss is

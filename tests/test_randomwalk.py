@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from maskforge.irn import pair_offsets
-from maskforge.randomwalk import (bounded_random_walk, dense_random_walk, dense_transition, irn_mask, neighbour_offsets,
+from maskforge.randomwalk import (background_channel, bounded_random_walk, dense_random_walk, dense_transition, irn_mask, neighbour_offsets,
                                   transition_stencil, upsample_scores, walk_labels)
 
 
@@ -149,3 +149,23 @@ def test_irn_mask_labels_each_pixel_with_the_stronger_walked_class():
     mask = irn_mask(_boundary_net(), image, cams, [2, 5], bg_score=1e-6, **{**WALK, "exp_times": 0})
     assert set(np.unique(mask)) <= {0, 2, 5}
     assert (mask[:, :8] == 2).all() and (mask[:, -8:] == 5).all()
+
+
+def test_background_channel_is_psa_one_minus_the_max_cam_to_the_power():
+    cams = torch.tensor([[[0.0, 0.5, 1.0]], [[0.2, 0.1, 0.0]]])
+    torch.testing.assert_close(background_channel(cams, 2.0), torch.tensor([[[0.64, 0.25, 0.0]]]))
+    torch.testing.assert_close(background_channel(torch.zeros(0, 1, 3), 2.0), torch.ones(1, 1, 3))
+
+
+@pytest.mark.parametrize("power", [1.0, 4.0])
+def test_irn_mask_with_a_walked_background_channel_keeps_the_background_where_the_cam_is_low(power):
+    """With bg_power the background is the channel (1 − CAM)^α walked with the class (one step here):
+    where the CAM is 0 the background channel is 1 and wins, where it is 1 the class wins, whatever
+    bg_score (unused then)."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (40, 40, 3), np.uint8)
+    cams = np.zeros((1, 40, 40), np.float32)
+    cams[0, :, 20:] = 1.0                                       # class 4 on the right half only
+    for bg_score in (1e-6, 0.99):
+        mask = irn_mask(_boundary_net(), image, cams, [4], bg_score=bg_score, bg_power=power, **{**WALK, "exp_times": 0})
+        assert (mask[:, :8] == 0).all() and (mask[:, -8:] == 4).all()

@@ -6,7 +6,11 @@ maskforge.irn.pair_affinities), A_ij = a_ij^β (β = 10), symmetric, A_ii = 1, z
 T = A / column sums (IRN: trans_mat = A / sum(A, dim=0)). With x = CAM ⊙ (1 − B) per class (K×n),
 the propagated scores are x · T^(2^t) (t = exp_times, IRN: 8). IRN propagates only the class CAMs:
 the background enters afterwards as a constant score (bg_score, IRN sem_seg_bg_thres 0.25) placed
-before the argmax of the scores divided by their global max.
+before the argmax of the scores divided by their global max. With `bg_power` α set, the background
+is instead a channel walked with the classes, AffinityNet's M_bg = (1 − max_c M_c)^α (PSA, Ahn &
+Kwak, CVPR 2018, eq. 1), and the argmax is over the walked channels: where the CAMs cover most of
+the image (MSRC at 224 px, stride 16) the walked CAMs stay high on the background, and a constant
+score after the walk labels it foreground.
 
 Two implementations of x · T^(2^t):
 - `dense_random_walk`: IRN's form — the n × n matrix T squared t times (memory O(n²), time O(t·n³)).
@@ -29,7 +33,7 @@ from maskforge.irn import STRIDE, pair_affinities, pair_offsets
 from maskforge.models.irn import BoundaryNet
 
 __all__ = ["neighbour_offsets", "transition_stencil", "dense_transition", "dense_random_walk",
-           "bounded_random_walk", "upsample_scores", "walk_labels", "irn_mask"]
+           "bounded_random_walk", "upsample_scores", "walk_labels", "background_channel", "irn_mask"]
 
 
 @cache
@@ -141,14 +145,24 @@ def walk_labels(scores: Tensor, classes: Sequence[int], bg_score: float) -> np.n
     return keys[padded.argmax(dim=0).cpu().numpy()]
 
 
+def background_channel(cams: Tensor, power: float) -> Tensor:
+    """AffinityNet's background map (PSA, Ahn & Kwak 2018, eq. 1): M_bg = (1 − max_c M_c)^α of
+    max-normalised CAMs K×h×w; returns 1×h×w (1 everywhere when there is no class)."""
+    if cams.shape[0] == 0:
+        return cams.new_ones((1, *cams.shape[-2:]))
+    return (1 - cams.amax(dim=0, keepdim=True)).clamp(min=0) ** power
+
+
 @torch.inference_mode()
 def irn_mask(model: BoundaryNet, image: np.ndarray, cams: np.ndarray, classes: Sequence[int], *, max_side: int,
-             radius: int, beta: float, exp_times: int, bg_score: float) -> np.ndarray:
+             radius: int, beta: float, exp_times: int, bg_score: float, bg_power: float | None = None) -> np.ndarray:
     """IRN's pseudo mask of one image (IRN step/make_sem_seg_labels.py): the boundary map B of the
     image (H×W×3 uint8) resized to longer side `max_side` (mean of the image's and its flip's
     logits, stride 4), its normalised CAMs (K×H×W, class ids `classes`) resized to B's grid, the
     random walk x · T^(2^exp_times) with x = CAM ⊙ (1 − B), the scores upsampled to H×W, divided
-    by their max, `bg_score` prepended, argmax → uint8 H×W class ids. Runs on the model's device."""
+    by their max, `bg_score` prepended, argmax → uint8 H×W class ids. With `bg_power` α, the
+    background channel (1 − max CAM)^α is walked with the CAMs instead and the argmax taken over
+    the walked channels (`bg_score` unused). Runs on the model's device."""
     full = torch.tensor(image).permute(2, 0, 1)
     if len(classes) == 0:
         return np.zeros(full.shape[-2:], np.uint8)
@@ -157,5 +171,9 @@ def irn_mask(model: BoundaryNet, image: np.ndarray, cams: np.ndarray, classes: S
     boundary = model.boundary_with_flip(model.backbone.normalize(small[None]))[0]
     cams4 = F.interpolate(torch.from_numpy(cams)[None].to(device), size=boundary.shape, mode="bilinear",
                           align_corners=False)[0]
-    scores = bounded_random_walk(cams4, boundary, radius, beta, exp_times)
-    return walk_labels(upsample_scores(scores, small.shape[-2:], full.shape[-2:]), classes, bg_score)
+    if bg_power is None:
+        scores = bounded_random_walk(cams4, boundary, radius, beta, exp_times)
+        return walk_labels(upsample_scores(scores, small.shape[-2:], full.shape[-2:]), classes, bg_score)
+    scores = bounded_random_walk(torch.cat([background_channel(cams4, bg_power), cams4]), boundary, radius, beta, exp_times)
+    keys = np.asarray([0, *(int(c) for c in classes)], np.uint8)
+    return keys[upsample_scores(scores, small.shape[-2:], full.shape[-2:]).argmax(dim=0).cpu().numpy()]

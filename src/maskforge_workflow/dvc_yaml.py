@@ -9,9 +9,6 @@ from maskforge.data.fingerprint import dataset_paths
 from maskforge_workflow.codedeps import code_files
 from maskforge_workflow.expand import Job, jobs
 
-# DVC reads seg.labels from params.yaml itself (`dvc exp run -S seg.labels=irn` works unchanged).
-DVC_TRAINING_LABELS = "${seg.labels}"
-
 
 def command(job: Job, params_arg: str) -> str:
     """The stage's command line; `params_arg` is how params reach it (JSON or params.yaml)."""
@@ -26,10 +23,12 @@ def command(job: Job, params_arg: str) -> str:
 def dvc_yaml(config: Mapping[str, Any]) -> dict[str, Any]:
     """dvc.yaml for `config` (DVC templating has no arithmetic, so each AE round is listed). A
     variant's stage reads params.yaml with its overrides (`--variant`) and lists them as a param.
-    With variants, train_seg's input store is written out, not `${seg.labels}`: which stores a
-    variant has depends on it, so dvc.yaml must be regenerated after changing it."""
+    train_seg and train_irn read the store named by `${seg.labels}` / `${irn.labels}`, which DVC
+    fills from params.yaml itself (`dvc exp run -S seg.labels=irn` works unchanged). With variants
+    those stores are written out instead: which stores a variant has depends on it, so dvc.yaml must
+    be regenerated after changing it."""
     stages: dict[str, Any] = {}
-    for job in jobs(config, training_labels=None if variants(config) else DVC_TRAINING_LABELS):
+    for job in jobs(config, dvc_templates=not variants(config)):
         stage = job.stage
         own = variant_config(config, job.variant) if job.variant else config
         entry: dict[str, Any] = {
@@ -56,7 +55,7 @@ def dvc_yaml(config: Mapping[str, Any]) -> dict[str, Any]:
 
 DVC_YAML_HEADER = (
     "# Generated from the stage table (src/maskforge_workflow) and params.yaml by `maskforge dvc-yaml`: do not edit by hand.\n"
-    "# Regenerate after changing the stage table, ae.rounds, cam.infer.shards or compare (and then seg.labels);\n"
+    "# Regenerate after changing the stage table, ae.rounds, cam.infer.shards or compare (and then seg.labels or irn.labels);\n"
     "# tests/test_workflow.py fails while it is stale.\n"
 )
 

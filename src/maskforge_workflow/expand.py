@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from maskforge.config import ConfigError, canonical_json, get_key, select_keys, variant_config, variants
 from maskforge.store_parts import PART, part_name
-from maskforge_workflow.table import EVALUATOR_OF_KIND, STAGES, STORES, Stage, params_keys
+from maskforge_workflow.table import EVALUATOR_OF_KIND, STAGES, STORE_KEYS, STORES, Stage, params_keys
 
 VARIANT_SEPARATOR = "__"   # a variant's job and rule names: <variant>__<name>
 
@@ -60,11 +60,12 @@ def _expand(stage: Stage, wildcards: dict[str, str], context: Mapping[str, str],
     return Job(stage, wildcards, deps, outs, params_keys(stage.params, config))
 
 
-def _whole_jobs(config: Mapping[str, Any], training_labels: str | None) -> list[Job]:
+def _whole_jobs(config: Mapping[str, Any], dvc_templates: bool) -> list[Job]:
     """The table expanded for one config, stores whole: rounds, sources, then one evaluation per
     store (collecting stages get their inputs later)."""
     rounds = config["ae"]["rounds"]
-    context = {"last": str(rounds - 1), "labels": training_labels or config["seg"]["labels"]}
+    context = {"last": str(rounds - 1),
+               **{name: f"${{{key}}}" if dvc_templates else str(get_key(config, key)) for name, key in STORE_KEYS.items()}}
     listed: list[Job] = []
     for stage in STAGES.values():
         if stage.wildcard is None:
@@ -84,12 +85,12 @@ def _reads_any(job: Job, keys: Iterable[str]) -> bool:
     return any(key == p or key.startswith(p + ".") or p.startswith(key + ".") for key in keys for p in job.params)
 
 
-def _variant_jobs(config: Mapping[str, Any], name: str, default: list[Job], training_labels: str | None) -> list[Job]:
+def _variant_jobs(config: Mapping[str, Any], name: str, default: list[Job], dvc_templates: bool) -> list[Job]:
     """The jobs variant `name` changes: those reading an overridden key, or planned differently
     than in the default run (e.g. more AE rounds), and everything downstream of them, with their
     outputs in the variant's folders; the rest of the graph is shared with the default run."""
     overrides = variants(config)[name]
-    listed = [job for job in _whole_jobs(variant_config(config, name), training_labels) if not job.stage.collects]
+    listed = [job for job in _whole_jobs(variant_config(config, name), dvc_templates) if not job.stage.collects]
     same = {(job.name, tuple(job.deps.items()), tuple(job.outs.items())) for job in default}
     mine = {job.name for job in listed
             if _reads_any(job, overrides) or (job.name, tuple(job.deps.items()), tuple(job.outs.items())) not in same}
@@ -114,12 +115,13 @@ def _check_variant_outputs(listed: list[Job]) -> None:
                               "rename the variant (it must not be the name of a store, model or folder)")
 
 
-def jobs(config: Mapping[str, Any], training_labels: str | None = None) -> list[Job]:
+def jobs(config: Mapping[str, Any], dvc_templates: bool = False) -> list[Job]:
     """Every job of the DAG for `config`, upstream first: the default run (today's paths), then
-    each compare variant's own jobs. `{last}` is the last AE round and `{labels}` the store
-    train_seg learns from (seg.labels, or `training_labels` if given, e.g. DVC's `${seg.labels}`)."""
-    default = _whole_jobs(config, training_labels)
-    listed = [*default, *(job for name in variants(config) for job in _variant_jobs(config, name, default, training_labels))]
+    each compare variant's own jobs. `{last}` is the last AE round; `{labels}` and `{irn_labels}`
+    are the stores train_seg and train_irn learn from (table.STORE_KEYS), or with `dvc_templates`
+    DVC's `${seg.labels}` / `${irn.labels}`, which DVC fills from params.yaml itself."""
+    default = _whole_jobs(config, dvc_templates)
+    listed = [*default, *(job for name in variants(config) for job in _variant_jobs(config, name, default, dvc_templates))]
     _check_variant_outputs(listed)
     configs = {name: variant_config(config, name) for name in variants(config)}
     listed, parts_of = _split_into_parts(listed, lambda job: configs.get(job.variant, config))

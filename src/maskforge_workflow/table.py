@@ -40,7 +40,8 @@ class Stage:
     name: str                            # Snakemake rule name; DVC stage name before wildcards
     params: tuple[str, ...]              # dotted params keys the stage reads, and only those; an entry
                                          # with {key} names the section chosen by that key (params_keys)
-    deps: Mapping[str, str]              # --name → path template ({round}, {prev}, {last}, {store}, {source})
+    deps: Mapping[str, str]              # --name → path template ({round}, {prev}, {last}, {store}, {source},
+                                         # or a STORE_KEYS name: the store a params key names)
     outs: Mapping[str, str]
     wildcard: str | None = None          # "round", "store" or "source"
     sources: tuple[str, ...] = ()        # the values of {source}: stores the stage refines
@@ -152,8 +153,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     ),
     Stage(
         name="train_irn",
-        params=("cam.backbone", "cam.weights", "irn.train"),
-        deps={"prepared": PREPARED, "labels": f"{STORES}/ir_labels"},
+        params=("irn.labels", "cam.backbone", "cam.weights", "irn.train"),
+        deps={"prepared": PREPARED, "labels": f"{STORES}/{{irn_labels}}"},
         outs={"ckpt": f"{MODELS}/irn.pt", "curve": f"{METRICS}/train_irn.csv"},
         plots=("curve",),
         gpu=1,
@@ -229,6 +230,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
         metrics=("metrics",),
     ),
 ]}
+
+# Path-template names whose value is the mask store a params key names: train_seg learns from
+# seg.labels, train_irn from irn.labels. DVC reads the key itself (`${seg.labels}` in dvc.yaml).
+STORE_KEYS = {"labels": "seg.labels", "irn_labels": "irn.labels"}
 
 EVALUATOR_OF_KIND = {"cam": "evaluate_cam", "saliency": "evaluate_saliency", "mask": "evaluate", "region": "evaluate"}
 
