@@ -17,8 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 from maskforge.checkpoint import load_model
 from maskforge.data.manifest import Manifest
 from maskforge.models.backbones import create_backbone

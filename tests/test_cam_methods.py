@@ -12,7 +12,6 @@ from maskforge.cam import CamView, gradcams, multiscale_cams
 from maskforge.cam_methods import METHODS, build_network, checkpoint_fields, network_from_checkpoint
 from maskforge.checkpoint import CheckpointError, load_model
 from maskforge.config import load_config
-from maskforge.models.backbones import create_backbone
 from maskforge.models.cam import CAMNet
 from maskforge.store import open_store
 from stages import make_cam, prepare, train_cam

@@ -10,7 +10,7 @@ from maskforge.models.backbones import create_backbone
 from maskforge.models.deeplab import DeepLab, grad_cam
 from maskforge.pseudoseg import (PseudoSegParams, consistency_loss, cutout, fuse_pseudo_label, pseudoseg_batches,
                                  pseudoseg_loss, sharpen)
-from maskforge.seg_training import check_seg_params, plan_training
+from maskforge.seg_training import plan_training
 from maskforge.segmentation import (IGNORE, OnlinePSL, TrainingSet, labelled_cross_entropy, labelled_split,
                                     online_psl_target, segmentation_loss)
 from maskforge.training import fit

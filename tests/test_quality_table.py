@@ -27,7 +27,7 @@ def chain(tmp_path):
     cams = write(stores / "cam_r0", "cam", "make_cam", {"a": np.full((1, 2, 4), 0.5, np.float32)}, {"ckpt": "x"})
     seeds = write(stores / "seeds", "mask", "seeds", {"a": np.array([[0, 1, 1, 1], [0, 0, 1, 1]], np.uint8)},
                   {"cams": input_digest(cams)}, {"cam": {"bg_threshold": "otsu"}})
-    crf = write(stores / "seeds_crf", "mask", "crf", {"a": np.array([[0, 255, 1, 1], [0, 0, 255, 255]], np.uint8)},
+    write(stores / "seeds_crf", "mask", "crf", {"a": np.array([[0, 255, 1, 1], [0, 0, 255, 255]], np.uint8)},
                 {"masks": input_digest(seeds)})
     metrics = tmp_path / "metrics"
     metrics.mkdir()
