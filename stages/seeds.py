@@ -24,7 +24,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     tau = background_threshold(cams, params["cam"]["bg_threshold"])
     print(f"seeds: background score tau {tau:.3f} (cam.bg_threshold: {params['cam']['bg_threshold']})", flush=True)
     with StoreWriter(args.store, kind="mask", stage="seeds", params=params,
-                     inputs={"cams": input_digest(args.cams)}, manifest=cams.manifest_sha256, classes=cams.classes) as writer:
+                     inputs={"cams": input_digest(args.cams)}, manifest=cams.manifest_sha256, classes=cams.classes,
+                     derived={"bg_threshold": tau}) as writer:
         for image_id in cams.ids:
             writer.add(image_id, seeds_from_cams(cams[image_id], cams.label_classes(image_id), tau))
 

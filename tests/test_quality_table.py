@@ -13,8 +13,9 @@ from maskforge.store import StoreWriter, input_digest, open_store
 CLASSES = ["background", "cat", "dog"]
 
 
-def write(path, kind, stage, images, inputs, params=None):
-    with StoreWriter(path, kind=kind, stage=stage, params=params or {}, inputs=inputs, manifest="m", classes=CLASSES) as writer:
+def write(path, kind, stage, images, inputs, params=None, derived=None):
+    with StoreWriter(path, kind=kind, stage=stage, params=params or {}, inputs=inputs, manifest="m", classes=CLASSES,
+                     derived=derived) as writer:
         for image_id, array in images.items():
             writer.add(image_id, array, [1] if kind == "cam" else None)
     return path
@@ -26,7 +27,7 @@ def chain(tmp_path):
     stores = tmp_path / "data" / "stores"
     cams = write(stores / "cam_r0", "cam", "make_cam", {"a": np.full((1, 2, 4), 0.5, np.float32)}, {"ckpt": "x"})
     seeds = write(stores / "seeds", "mask", "seeds", {"a": np.array([[0, 1, 1, 1], [0, 0, 1, 1]], np.uint8)},
-                  {"cams": input_digest(cams)}, {"cam": {"bg_threshold": "otsu"}})
+                  {"cams": input_digest(cams)}, {"cam": {"bg_threshold": "otsu"}}, {"bg_threshold": 0.45})
     write(stores / "seeds_crf", "mask", "crf", {"a": np.array([[0, 255, 1, 1], [0, 0, 255, 255]], np.uint8)},
                 {"masks": input_digest(seeds)})
     metrics = tmp_path / "metrics"
@@ -50,7 +51,7 @@ def test_rows_follow_the_chain_with_shares_ratios_and_gt_notes(chain):
     assert cam.precision == pytest.approx(40.0) and cam.recall == pytest.approx(50.0)
     assert cam.labelled is None and "GT-best tau 0.35" in cam.note          # a swept CAM score used GT
     assert seeds.precision == pytest.approx(40.0) and seeds.recall is None   # classes without a value are skipped
-    assert seeds.labelled == 100 and seeds.foreground == pytest.approx(62.5) and seeds.note == "tau otsu (no GT)"
+    assert seeds.labelled == 100 and seeds.foreground == pytest.approx(62.5) and seeds.note == "tau otsu = 0.450 (no GT)"
     assert seeds.entry.ratio == pytest.approx(1.25) and crf.entry.ratio == pytest.approx(1.2)
     assert crf.labelled == pytest.approx(62.5) and crf.foreground == pytest.approx(40.0) and crf.note == ""
     assert len(crf.cells()) == len(HEADERS)

@@ -11,7 +11,7 @@ CLASSES = ["background", "cat", "dog"]
 
 
 def mask_store(path, stage, masks):
-    with StoreWriter(path, kind="mask", stage=stage, params={}, inputs={}, classes=CLASSES) as writer:
+    with StoreWriter(path, kind="mask", stage=stage, params={}, inputs={}, manifest="m", classes=CLASSES) as writer:
         for image_id, mask in masks.items():
             writer.add(image_id, np.array(mask, np.uint8))
     return open_store(path)

@@ -57,6 +57,12 @@ def _class_mean(values: Mapping[str, float | None] | None) -> float | None:
 
 
 DEGENERATE = 95.0   # DESIGN §9: a mask store with more than this % of its labelled pixels foreground (or background)
+def seeds_threshold(store: StoreReader) -> float:
+    """The τ a seeds store used: the value "otsu" derived from its CAM store (recorded in the store's
+    meta as derived.bg_threshold), else the number cam.bg_threshold gave."""
+    return float(store.meta.get("derived", {}).get("bg_threshold", store.params["cam"]["bg_threshold"]))
+
+
 KNOB_OF_STAGE = {"seeds": "cam.bg_threshold", "ir_labels": "irn.fg_threshold / irn.bg_threshold",
                  "refine_irn": "irn.infer.bg_score", "assemble_ae": "assemble.bg_saliency", "crf": "crf.*",
                  "predict": "seg.train / seg.labels"}
@@ -67,7 +73,9 @@ def _note(store: StoreReader, summary: Mapping[str, Any], foreground: float | No
     if store.kind == "cam" and "bg_threshold" in summary:
         return f"at the GT-best tau {summary['bg_threshold']:g}"
     stage = store.meta["stage"]
-    notes = [f"tau {store.params['cam']['bg_threshold']} (no GT)"] if stage == "seeds" else []
+    setting = store.params["cam"]["bg_threshold"] if stage == "seeds" else None
+    notes = [] if setting is None else [f"tau {setting} (no GT)" if setting != "otsu" else
+                                        f"tau otsu = {seeds_threshold(store):.3f} (no GT)"]
     if foreground is not None and stage in KNOB_OF_STAGE and max(foreground, 100 - foreground) > DEGENERATE:
         notes.append(f"WARNING: {'foreground' if foreground > 50 else 'background'} almost everywhere "
                      f"(check {KNOB_OF_STAGE[stage]})")

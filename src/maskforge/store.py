@@ -18,7 +18,7 @@ import re
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -157,7 +157,8 @@ class StoreWriter:
     changes and the temporary directory is removed."""
 
     def __init__(self, path: str | os.PathLike, *, kind: str, stage: str, params: dict,
-                 inputs: dict[str, str], classes: list[str], manifest: str, shard_size: int = 256) -> None:
+                 inputs: dict[str, str], classes: list[str], manifest: str, shard_size: int = 256,
+                 derived: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         if kind not in KINDS:
             raise StoreError(f"{self.path}: unknown store kind {kind!r} — use one of {', '.join(KINDS)}")
@@ -171,7 +172,7 @@ class StoreWriter:
         self.shard_size = shard_size
         self.meta = {"schema_version": SCHEMA_VERSION, "kind": kind, "stage": stage, "params": params,
                      "params_sha256": digest, "inputs": dict(inputs), "manifest_sha256": manifest,
-                     "classes": list(classes),
+                     "classes": list(classes), **({"derived": dict(derived)} if derived else {}),
                      "ids": {}, "shards": {}, "code_version": __version__}
         self._tmp = temp_path(self.path)
         self._shard: h5py.File | None = None

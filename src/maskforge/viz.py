@@ -26,7 +26,7 @@ from maskforge.leaderboard import Entry, leaderboard, run_labels
 from maskforge.metric_files import read_csv
 from maskforge.metrics import IGNORE
 from maskforge.quality import HEADERS as QUALITY_HEADERS
-from maskforge.quality import quality_rows
+from maskforge.quality import quality_rows, seeds_threshold
 from maskforge.plots import colour_bar_png, sweep_png, training_curve_png
 from maskforge.store import StoreReader, input_digest
 from maskforge.store_png import voc_palette
@@ -288,7 +288,7 @@ def chosen_thresholds(stores: Mapping[str, StoreReader]) -> dict[str, dict[str, 
     for label, store in seeds.items():
         cams = cam_of_digest.get(store.meta["inputs"].get("cams", ""))
         if cams is not None:
-            chosen.setdefault(cams, {})[label] = float(store.params["cam"]["bg_threshold"])
+            chosen.setdefault(cams, {})[label] = seeds_threshold(store)
     return chosen
 
 
