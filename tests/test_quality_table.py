@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from maskforge.cli import main
+from maskforge.degenerate import LIKELY_KNOB
 from maskforge.quality import HEADERS, quality_rows
 from maskforge.store import StoreWriter, input_digest, open_store
 
@@ -79,7 +80,7 @@ def test_a_mask_store_of_almost_one_side_is_flagged_with_its_knob(tmp_path, fill
     mask[0, :3] = 1 - fill                    # 3 % of the other side: still degenerate
     irn = write(tmp_path / "irn", "mask", "refine_irn", {"a": mask}, {})
     (row,) = quality_rows({"irn": open_store(irn)}, {"irn": {"miou": 10.0, "split": "train"}})
-    assert row.note == f"WARNING: {side} almost everywhere (check irn.infer.bg_score)"
+    assert row.note == f"WARNING: {side} almost everywhere (check {LIKELY_KNOB['refine_irn']})"
     mask[0, :6] = 1 - fill                    # 6 %: a real mask
     ok = write(tmp_path / "ok", "mask", "refine_irn", {"a": mask}, {})
     assert quality_rows({"ok": open_store(ok)}, {"ok": {"miou": 10.0}})[0].note == ""

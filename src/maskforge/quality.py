@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from maskforge.degenerate import DOMINANT_SHARE, LIKELY_KNOB
 from maskforge.leaderboard import DEFAULT_VARIANT, Entry, leaderboard
 from maskforge.metrics import IGNORE
 from maskforge.store import StoreReader
@@ -56,16 +57,10 @@ def _class_mean(values: Mapping[str, float | None] | None) -> float | None:
     return 100 * float(np.mean(known)) if known else None
 
 
-DEGENERATE = 95.0   # DESIGN §9: a mask store with more than this % of its labelled pixels foreground (or background)
 def seeds_threshold(store: StoreReader) -> float:
     """The τ a seeds store used: the value "otsu" derived from its CAM store (recorded in the store's
     meta as derived.bg_threshold), else the number cam.bg_threshold gave."""
     return float(store.meta.get("derived", {}).get("bg_threshold", store.params["cam"]["bg_threshold"]))
-
-
-KNOB_OF_STAGE = {"seeds": "cam.bg_threshold", "ir_labels": "irn.fg_threshold / irn.bg_threshold",
-                 "refine_irn": "irn.infer.bg_score", "assemble_ae": "assemble.bg_saliency", "crf": "crf.*",
-                 "predict": "seg.train / seg.labels"}
 
 
 def _note(store: StoreReader, summary: Mapping[str, Any], foreground: float | None) -> str:
@@ -76,9 +71,9 @@ def _note(store: StoreReader, summary: Mapping[str, Any], foreground: float | No
     setting = store.params["cam"]["bg_threshold"] if stage == "seeds" else None
     notes = [] if setting is None else [f"tau {setting} (no GT)" if setting != "otsu" else
                                         f"tau otsu = {seeds_threshold(store):.3f} (no GT)"]
-    if foreground is not None and stage in KNOB_OF_STAGE and max(foreground, 100 - foreground) > DEGENERATE:
+    if foreground is not None and stage in LIKELY_KNOB and max(foreground, 100 - foreground) >= 100 * DOMINANT_SHARE:
         notes.append(f"WARNING: {'foreground' if foreground > 50 else 'background'} almost everywhere "
-                     f"(check {KNOB_OF_STAGE[stage]})")
+                     f"(check {LIKELY_KNOB[stage]})")
     return "; ".join(notes)
 
 
