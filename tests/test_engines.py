@@ -135,7 +135,7 @@ def test_two_variants_run_beside_the_default_graph_in_both_engines(project, tmp_
     runs a variant's stage (with --variant) to the same bytes and then has nothing to do."""
     repo = tmp_path / "repo"
     shutil.copytree(project, repo, symlinks=True)
-    variants = {"tau30": {"cam.bg_threshold": 0.3}, "erase70": {"ae.erase_threshold": 0.7}}
+    variants = {"tau30": {"cam.bg_threshold": 0.3}, "bgsal20": {"assemble.bg_saliency": 0.2}}   # cheap: no training
     config = {**TINY, "compare": {"variants": variants}}
     (repo / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     sh(repo, str(BIN / "maskforge"), "dvc-yaml")
@@ -149,7 +149,7 @@ def test_two_variants_run_beside_the_default_graph_in_both_engines(project, tmp_
                            repo / f"metrics/{name}/assemble_ae_crf.json").read_text())["miou"] >= 0
     report = (repo / "reports/index.html").read_text()
     assert report.index("leaderboard") < report.index("metrics (")
-    assert "<td class=l>tau30</td><td class=l>seeds</td>" in report and "<td class=l>erase70</td>" in report
+    assert "<td class=l>tau30</td><td class=l>seeds</td>" in report and "<td class=l>bgsal20</td>" in report
     assert "up to date" in dvc(repo, "status").stdout.lower()
     seeds = repo / "data/stores/tau30/seeds"
     store_files = lambda: {p.relative_to(seeds): p.read_bytes() for p in seeds.rglob("*") if p.name != ".snakemake_timestamp"}
@@ -265,7 +265,7 @@ def test_a_second_engine_is_refused_while_one_runs(project, tmp_path):
     Snakemake are refused before they touch an output, the latter naming the holder."""
     repo = tmp_path / "repo"
     shutil.copytree(project, repo, symlinks=True)
-    running = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", "--force", "data/models/cam_r0.pt"], cwd=repo,
+    running = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", "--forceall"], cwd=repo,   # minutes: killed below
                                env=engine_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         while running.poll() is None and not [p for p in (repo / ".snakemake/incomplete").rglob("*") if p.is_file()]:
@@ -274,6 +274,7 @@ def test_a_second_engine_is_refused_while_one_runs(project, tmp_path):
         assert second.returncode != 0 and f"pid {running.pid} (snakemake" in second.stdout + second.stderr
         refused = sh(repo, str(BIN / "dvc"), "repro", "train_cam_r0", check=False)
         assert refused.returncode != 0 and "Unable to acquire lock" in refused.stdout + refused.stderr
+        assert running.poll() is None                      # both were refused while it ran
     finally:
         os.killpg(running.pid, signal.SIGKILL)
         running.wait()
@@ -293,7 +294,10 @@ def test_hand_over_sequence_needs_no_manual_step_and_ends_clean(project):
     adopted = snakemake(project)
     assert "maskforge handover: adopted" in adopted.stderr and "data/stores/seeds" in adopted.stderr
     assert "Nothing to be done" in adopted.stdout + adopted.stderr
-    sh(project, str(BIN / "maskforge"), "report")          # the README's manual step, other arguments
+    sh(project, str(BIN / "maskforge"), "report")          # the README's manual step: reports/adhoc/, untracked
+    untouched = snakemake(project)
+    assert "Nothing to be done" in untouched.stdout + untouched.stderr
+    sh(project, str(BIN / "maskforge"), "report", "--out", "reports/index.html")   # by hand over a tracked output
     redone = snakemake(project)
     assert "reports/index.html" in redone.stderr and "marked incomplete" in redone.stderr
     assert planned_jobs(redone.stdout + redone.stderr) == {"report": 1}
