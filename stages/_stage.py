@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
-
-import torch
 
 from maskforge.checkpoint import CheckpointError
 from maskforge.config import ConfigError, canonical_json, load_config, select_keys, validate_selection, variant_config
@@ -32,10 +31,20 @@ from maskforge_workflow.table import params_keys, stage_of_module
 TORCH_THREADS = 1
 
 
+def fix_torch_threads() -> None:
+    """TORCH_THREADS for the stage's torch work: set now when torch is loaded, else through the
+    environment torch reads when it is imported later (stages without a model never load it)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(TORCH_THREADS)
+    else:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(TORCH_THREADS)
+
+
 def parse_stage_args(module_name: str, doc: str | None, argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
     """Parse a stage's arguments (named after its table entry) and load exactly its params keys;
     fixes torch's thread count (TORCH_THREADS)."""
-    torch.set_num_threads(TORCH_THREADS)
+    fix_torch_threads()
     stage = stage_of_module(module_name)
     parser = argparse.ArgumentParser(prog=f"python -m {module_name}", description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from maskforge.cam import otsu_threshold, score_histogram, seeds_from_cams
+from maskforge.seed_masks import otsu_threshold, score_histogram, seeds_from_cams
 from maskforge.store import StoreReader, StoreWriter, input_digest, open_store
 from stages._stage import parse_stage_args, run_stage
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maskforge.cam import (SCORE_BINS, cam_argmax, multiscale_cams, normalise_max, otsu_threshold, same_size_batches,
-                           score_histogram, seeds_from_cams)
+from maskforge.cam import multiscale_cams, normalise_max, same_size_batches
+from maskforge.seed_masks import SCORE_BINS, cam_argmax, otsu_threshold, score_histogram, seeds_from_cams
 
 
 class PixelCAM(torch.nn.Module):

@@ -1,14 +1,19 @@
-"""Checkpoint files: written to a temporary name and renamed, read with a clear error."""
+"""Checkpoint files: written to a temporary name and renamed, read with a clear error.
+
+torch is imported inside the functions: every stage catches CheckpointError, and the stages that
+never touch a model (evaluate, seeds, erase, crf, report, ...) then start without torch (~1.6 s
+of CPU each)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from maskforge.atomic import temp_path
+
+if TYPE_CHECKING:
+    import torch
 
 
 class CheckpointError(ValueError):
@@ -17,6 +22,8 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """torch.save to `<path>.tmp-<pid>`, fsync, then rename: a crash never leaves a half file."""
+    import torch
+
     path = Path(path)
     tmp = temp_path(path)
     try:
@@ -31,6 +38,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
     """Load a checkpoint written by save_checkpoint whose state['kind'] is `kind`."""
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except FileNotFoundError:
@@ -49,6 +58,8 @@ def load_model(path: str | Path, kind: str, build: Callable[[dict[str, Any]], to
     `build(state)` returns the untrained network the checkpoint's weights belong to (it reads
     the architecture the checkpoint records: backbone, output stride, method, ...); a
     CheckpointError it raises is reported with the file's name."""
+    import torch
+
     state = load_checkpoint(path, kind)
     try:
         model = build(state)

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from maskforge.assemble import contested_pixels, object_labels
-from maskforge.cam import cam_argmax
+from maskforge.seed_masks import cam_argmax
 from maskforge.data.manifest import Manifest
 from maskforge.metrics import IGNORE, ConfusionMatrix, ForegroundRecallPrecision
 from maskforge.store import StoreReader

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from maskforge.augment import random_scale_flip_crop_pair
-from maskforge.cam import seeds_from_cams
+from maskforge.seed_masks import seeds_from_cams
 from maskforge.crf import CRFParams, crf_from_labels
 
 __all__ = ["STRIDE", "IGNORE", "ir_labels", "pair_offsets", "path_offsets", "pair_affinities",
