@@ -98,7 +98,7 @@ def replace_folder(path: str | os.PathLike) -> Iterator[Path]:
     it replaces `path`, on an exception `path` is left as it was. The temporary folder is removed
     either way."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = temp_path(path)          # also clears what killed writers of `path` left
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:

@@ -10,8 +10,6 @@ import base64
 import html
 import io
 import os
-import shutil
-from pathlib import Path
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import cv2
@@ -28,7 +26,7 @@ from maskforge.metrics import IGNORE
 from maskforge.quality import HEADERS as QUALITY_HEADERS
 from maskforge.quality import quality_rows, seeds_threshold
 from maskforge.plots import colour_bar_png, sweep_png, training_curve_png
-from maskforge.store import StoreReader, input_digest
+from maskforge.store import StoreReader, input_digest, replace_folder
 from maskforge.store_png import voc_palette
 
 THUMBNAIL = 160   # longer side of a gallery picture, pixels
@@ -312,13 +310,8 @@ def write_report(html_path: str | os.PathLike, plots_dir: str | os.PathLike, man
     warnings it shows."""
     curves, sweeps = report_plots({label: read_csv(p) for label, p in zip(run_labels(curve_paths), curve_paths)}, stores)
     warnings = [w for label, s in stores.items() if (w := store_warning(label, s))]
-    folder = Path(plots_dir)
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for label, png in {**curves, **sweeps}.items():
-        (tmp / f"{label.replace('/', '__')}.png").write_bytes(png)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with replace_folder(plots_dir) as tmp:
+        for label, png in {**curves, **sweeps}.items():
+            (tmp / f"{label.replace('/', '__')}.png").write_bytes(png)
     atomic_write_text(html_path, report_html(manifest, stores, summaries, images, size, curves, sweeps, warnings))
     return warnings
