@@ -33,6 +33,14 @@ Choices of this adaptation:
   shared features (that is the method).
 (Supervising the class maps themselves with the fused mask was tried first: on MSRC it drove every
 class map negative and all CAMs were zero.)
+
+Measured on MSRC (configs/msrc.yaml; numbers in params.yaml, cam.spg): the seeds equal plain CAM's
+within the seed spread, because the guidance degenerates. On the min-max attention almost nothing
+is below δl = 0.05 (0.2-0.3% of pixels), so B2 learns "foreground everywhere", B1 and SPG-C copy
+it (sigmoids > 0.95 on every pixel) and after the first guided epoch the guidance BCEs are ~0.
+Normalising the attention as the CAM is at inference (ReLU / max) instead makes masks with real
+background (20-54% of pixels) but 14-26% of those are object, and the loop through SPG-C — which
+reads the CAM's own features — shrinks the CAM (best τ 0.05) or, with this cascade, kills it.
 """
 
 from __future__ import annotations
