@@ -120,6 +120,7 @@ def test_prepare_rejects_in_one_line_and_keeps_the_previous_manifest(case, tiny_
 @pytest.mark.parametrize("key, value", [
     ("cam.train.scale_range", [1.3, 0.7]),
     ("cam.spg.head_thresholds", [0.05, 0.5]),
+    ("cam.spg.attention_thresholds", [0.05, 0.7]),
     ("cam.train.epochs", "ten"),
     ("cam.train.lr", -1.0),
 ])

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from maskforge.cam_methods import TrainingRun, train_spg
 from maskforge.config import ConfigError
 from maskforge.models.backbones import create_backbone
-from maskforge.models.spg import IGNORE, SPGNet, guidance_mask, labelled_attention, masked_bce, spg_loss
+from maskforge.models.spg import (IGNORE, SPGNet, guidance_losses, guidance_mask, labelled_attention, masked_bce,
+                                  seed_mask, spg_loss)
 
-SPG_THRESHOLDS = ((0.5, 0.05), (0.7, 0.1))
+SPG_THRESHOLDS = ((0.7, 0.05), (0.5, 0.05), (0.7, 0.1))   # authors' code: attention, deep head, fused
 
 
 @pytest.fixture(autouse=True)
@@ -64,6 +65,40 @@ def test_labelled_attention_uses_only_labelled_classes():
     attention = labelled_attention(maps, torch.tensor([[1.0, 0.0, 1.0]]))
     assert attention[0, 0, 0] == pytest.approx(1.0, abs=1e-4)
     assert attention[0, 1, 1] == 0 and attention[0, 0, 1] == 0
+
+
+def test_labelled_attention_is_min_max_normalised_like_the_authors():
+    """A labelled map that is negative everywhere still has its peak at 1 and its minimum at 0
+    (ReLU / max would make it all 0, i.e. all background)."""
+    maps = torch.tensor([[[[-1.0, -2.0], [-3.0, -5.0]]]])
+    attention = labelled_attention(maps, torch.tensor([[1.0]]))[0]
+    torch.testing.assert_close(attention, torch.tensor([[1.0, 0.75], [0.5, 0.0]]), atol=1e-4, rtol=0)
+
+
+def test_seed_mask_falls_back_to_a_fraction_of_the_max_when_nothing_passes_high():
+    maps = torch.stack([torch.linspace(0, 0.4, 11), torch.linspace(0, 1, 11)]).reshape(2, 1, 11)
+    mask = seed_mask(maps, 0.5, 0.05)
+    assert not (guidance_mask(maps[0], 0.5, 0.05) == 1).any()                 # nothing above 0.5…
+    assert (mask[0] == 1).sum() == 3 and (mask[0][maps[0] > 0.7 * 0.4 + 1e-6] == 1).all()   # …so > 0.7 × 0.4: 0.32, 0.36, 0.4
+    assert (mask[0][maps[0] < 0.05] == 0).all()
+    torch.testing.assert_close(mask[1], guidance_mask(maps[1], 0.5, 0.05))   # a map above high is unchanged
+
+
+def test_guidance_cascade_attention_to_deep_head_to_shallow_head_to_final():
+    """B2 learns the attention's mask, B1 the mask of B2's sigmoid (not the attention's), SPG-C
+    the mask of the fused sigmoids; everything at the given size."""
+    maps = torch.zeros(1, 1, 2, 2)
+    maps[0, 0, 0, 0] = 1.0                      # attention: 1 at one corner, 0 elsewhere → 1 fg, 3 bg
+    deep = torch.full((1, 2, 2), 10.0)          # B2 sure it is all foreground
+    shallow, final = torch.zeros(1, 4, 4), torch.zeros(1, 2, 2)
+    targets = torch.tensor([[1.0]])
+    deep_loss, shallow_loss, final_loss = guidance_losses(maps, targets, shallow, deep, final, (2, 2), SPG_THRESHOLDS)
+    assert deep_loss.item() == pytest.approx(0.75 * 10.0, rel=1e-3)          # 3 of 4 pixels are background
+    assert shallow_loss.item() == pytest.approx(torch.log(torch.tensor(2.0)).item(), rel=1e-4)  # all-fg mask from B2
+    assert final_loss.item() == pytest.approx(torch.log(torch.tensor(2.0)).item(), rel=1e-4)    # fused (0.5+1)/2 > 0.7
+    shallow_flipped = guidance_losses(maps, targets, shallow, -deep, final, (2, 2), SPG_THRESHOLDS)[1]
+    assert shallow_flipped.item() == pytest.approx(torch.log(torch.tensor(2.0)).item(), rel=1e-4)  # all-bg now
+    assert guidance_losses(maps, targets, shallow, deep, final, (8, 8), SPG_THRESHOLDS)[0].item() != deep_loss.item()
 
 
 def test_spg_loss_trains_heads_and_classifier_and_inference_is_camnet():
@@ -135,7 +170,7 @@ def test_spg_training_is_unguided_before_start_epoch_and_guided_from_it(tmp_path
         guided.append(kwargs["guided"])
         return spg_loss(*args, **kwargs)
     monkeypatch.setattr("maskforge.cam_methods.spg_loss", spy)
-    knobs = {"head_thresholds": [0.5, 0.05], "fused_thresholds": [0.7, 0.1], "start_epoch": 2}
+    knobs = {"attention_thresholds": [0.7, 0.05], "head_thresholds": [0.5, 0.05], "fused_thresholds": [0.7, 0.1], "start_epoch": 2}
     net = SPGNet(create_backbone("efficientnet_lite0", weights=None), num_classes=3)
     rows = train_spg(net, knobs, _run(tmp_path, epochs=3))
     assert [r["epoch"] for r in rows] == [1, 2, 3]
@@ -143,7 +178,7 @@ def test_spg_training_is_unguided_before_start_epoch_and_guided_from_it(tmp_path
 
 
 def test_spg_start_epoch_must_leave_a_guided_epoch(tmp_path):
-    knobs = {"head_thresholds": [0.5, 0.05], "fused_thresholds": [0.7, 0.1], "start_epoch": 3}
+    knobs = {"attention_thresholds": [0.7, 0.05], "head_thresholds": [0.5, 0.05], "fused_thresholds": [0.7, 0.1], "start_epoch": 3}
     net = SPGNet(create_backbone("efficientnet_lite0", weights=None), num_classes=3)
     with pytest.raises(ConfigError, match="cam.spg.start_epoch: 3 leaves no guided epoch"):
         train_spg(net, knobs, _run(tmp_path, epochs=3))

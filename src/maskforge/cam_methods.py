@@ -100,16 +100,17 @@ def _camnet(backbone: Backbone, num_classes: int, knobs: Knobs, freeze_bn: bool)
     return CAMNet(backbone, num_classes, freeze_bn=freeze_bn)
 
 
-def _spg_thresholds(knobs: Knobs) -> tuple[tuple[float, float], tuple[float, float]]:
-    """(δh, δl) of the two SPG guidance levels, checked: each needs δl < δh."""
+def _spg_thresholds(knobs: Knobs) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
+    """(δh, δl) of the three SPG guidance masks (attention, deep head, fused heads), checked:
+    each needs δl < δh."""
     levels = []
-    for key in ("head_thresholds", "fused_thresholds"):
+    for key in ("attention_thresholds", "head_thresholds", "fused_thresholds"):
         high, low = knobs[key]
         if not low < high:
             raise ConfigError(f"cam.spg.{key}: [delta_h, delta_l] needs delta_l < delta_h, got {[high, low]}; "
                               "e.g. [0.5, 0.05]")
         levels.append((float(high), float(low)))
-    return levels[0], levels[1]
+    return levels[0], levels[1], levels[2]
 
 
 def _spgnet(backbone: Backbone, num_classes: int, knobs: Knobs, freeze_bn: bool) -> SPGNet:

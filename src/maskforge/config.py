@@ -29,6 +29,7 @@ ORDERED_PAIRS = {
     "cam.train.scale_range": ("ascending", "[low, high]"),
     "irn.train.scale_range": ("ascending", "[low, high]"),
     "seg.train.scale_range": ("ascending", "[low, high]"),
+    "cam.spg.attention_thresholds": ("descending", "[delta_h, delta_l] with delta_h > delta_l"),
     "cam.spg.head_thresholds": ("descending", "[delta_h, delta_l] with delta_h > delta_l"),
     "cam.spg.fused_thresholds": ("descending", "[delta_h, delta_l] with delta_h > delta_l"),
 }
