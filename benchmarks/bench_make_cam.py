@@ -8,7 +8,12 @@ labelled classes' CAMs at full image size, each divided by its max. The steps ar
   loop       one forward per image, scale and flip, contiguous NCHW, every class map upsampled
   batched    image + flip in one channels_last batch per scale (maskforge.multiscale), inference_mode
   labelled   + only the labelled classes' maps upsampled (multiscale_cams(classes=...))
-  bn-folded  + BatchNorm folded into the convs (inference_copy: what the make_cam stage runs)
+  bn-folded  + BatchNorm folded into the convs (inference_copy)
+  fused      + 1×1 convs as GEMMs with bias/residual/ReLU6 fused, oneDNN stem and depthwise convs
+               with ReLU6 fused (fused_cams(inference_copy): what the make_cam stage runs on CPU)
+  floor      not CAMs: only the convolutions of a fused pass, each 1×1 conv as a bare GEMM (no bias,
+             no activation), the others as fused's oneDNN kernels, on inputs of the pass's shapes;
+             what any implementation on these kernels needs at least, so loop / floor bounds the ratio
 
 The machine is shared, so ratios come from interleaved repetitions in one process (every variant
 once per repetition, order rotated; ratio = loop seconds / variant seconds of the same repetition,
@@ -25,6 +30,7 @@ import resource
 import statistics
 import time
 from pathlib import Path
+from collections import Counter
 from typing import Callable
 
 import torch
@@ -36,7 +42,7 @@ from maskforge.cam import multiscale_cams, normalise_max, same_size_batches
 from maskforge.data.voc import read_voc
 from maskforge.models.backbones import create_backbone
 from maskforge.models.cam import CAMNet
-from maskforge.models.inference import inference_copy
+from maskforge.models.inference import _relu6_conv, fused_cams, inference_copy
 
 MSRC = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "msrc"
 Images = list[tuple[torch.Tensor, tuple[int, int], list[int]]]   # (resized float 3×h×w, full size, labels)
@@ -78,6 +84,32 @@ def run_batched(model: torch.nn.Module, images: Images, scales, batch_size: int,
     return out
 
 
+def conv_kernels(model: CAMNet, images: Images, scales) -> Callable[[], None]:
+    """The convolutions alone of one batch-1 pass of `model` (BatchNorm folded) over `images`:
+    each (conv, input shape) it meets, run as often as it meets it, on preallocated inputs."""
+    seen: Counter = Counter()
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.update([(m, tuple(i[0].shape))]))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    run_batched(model, images, scales, 1, labelled=True)
+    for hook in hooks:
+        hook.remove()
+    jobs = []
+    for (conv, shape), count in seen.items():
+        x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+        if conv.kernel_size == (1, 1):
+            pixels, weight = x.permute(0, 2, 3, 1).reshape(-1, shape[1]), conv.weight.detach().flatten(1).t().contiguous()
+            jobs.append((lambda a=pixels, w=weight: a @ w, count))
+        else:
+            jobs.append((lambda c=conv, a=x: _relu6_conv(c, a), count))
+
+    @torch.inference_mode()
+    def run() -> None:
+        for job, count in jobs:
+            for _ in range(count):
+                job()
+    return run
+
+
 def load_images(n: int, max_side: int) -> Images:
     if not MSRC.exists():
         raise SystemExit(f"{MSRC} not found: this benchmark needs the MSRC dataset in VOC layout")
@@ -96,17 +128,20 @@ def measure(images_n: int, repeats: int, batches: list[int], scales: list[float]
     model = CAMNet(create_backbone("efficientnet_lite0", "imagenet"), 15).eval()
     channels_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
     fast = inference_copy(model)
+    fused = fused_cams(inference_copy(model))
     variants: dict[str, Callable[[], list[torch.Tensor]]] = {
         "loop": lambda: run_loop(model, images, scales),
         "batched": lambda: run_batched(channels_last, images, scales, 1, labelled=False),
         "labelled": lambda: run_batched(channels_last, images, scales, 1, labelled=True),
         "bn-folded": lambda: run_batched(fast, images, scales, 1, labelled=True),
-        **{f"bn-folded, batch {b}": (lambda b=b: run_batched(fast, images, scales, b, labelled=True))
+        "fused": lambda: run_batched(fused, images, scales, 1, labelled=True),
+        **{f"fused, batch {b}": (lambda b=b: run_batched(fused, images, scales, b, labelled=True))
            for b in batches if b != 1},
+        "floor": conv_kernels(fast, images, scales),
     }
     reference = variants["loop"]()
     diff = {name: max(float((a - b).abs().max() / a.abs().max().clamp(min=1e-12)) for a, b in zip(reference, run()))
-            for name, run in variants.items()}
+            for name, run in variants.items() if name != "floor"}
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
     for r in range(repeats):
@@ -119,7 +154,8 @@ def measure(images_n: int, repeats: int, batches: list[int], scales: list[float]
     return [Row(f"make_cam {name}" + ("" if ", batch" in name else " (batch 1)"),
                 f"{n / statistics.median(seconds[name]):.2f} img/s", f"{n / statistics.median(seconds['loop']):.2f} img/s",
                 statistics.median(a / b for a, b in zip(seconds["loop"], seconds[name])), f"{peak:.0f} MiB RSS (process)",
-                f"max rel. CAM diff {diff[name]:.1e}")
+                "convolutions only (1×1 as bare GEMMs): no CAMs, a bound" if name == "floor"
+                else f"max rel. CAM diff {diff[name]:.1e}")
             for name in names if name != "loop"]
 
 

@@ -56,6 +56,7 @@ def repeated_dataset(dest: Path, copies: int, images: int) -> None:
 def untrained_checkpoints(work: Path, classes: list[str]) -> None:
     import torch
 
+    from maskforge.cam_methods import checkpoint_fields
     from maskforge.checkpoint import save_checkpoint
     from maskforge.models.backbones import create_backbone
     from maskforge.models.cam import CAMNet
@@ -63,8 +64,8 @@ def untrained_checkpoints(work: Path, classes: list[str]) -> None:
 
     torch.manual_seed(0)
     cam = CAMNet(create_backbone("efficientnet_lite0", "imagenet", 16), len(classes) - 1)
-    save_checkpoint(work / "cam.pt", {"kind": "cam", "backbone": "efficientnet_lite0", "output_stride": 16,
-                                      "classes": classes, "model": cam.state_dict()})
+    fields = checkpoint_fields({"method": "cam", "backbone": "efficientnet_lite0", "output_stride": 16})
+    save_checkpoint(work / "cam.pt", {"kind": "cam", **fields, "classes": classes, "model": cam.state_dict()})
     irn = BoundaryNet(create_backbone("efficientnet_lite0", "imagenet", 16))
     save_checkpoint(work / "irn.pt", {"kind": "irn", "backbone": "efficientnet_lite0", "output_stride": 16,
                                       "classes": classes, "model": irn.state_dict()})

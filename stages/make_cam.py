@@ -25,7 +25,7 @@ from maskforge.config import ConfigError
 from maskforge.checkpoint import load_model
 from maskforge.data.manifest import Manifest
 from maskforge.erasing import round_image
-from maskforge.models.inference import fold_batchnorm
+from maskforge.models.inference import fold_batchnorm, fused_cams
 from maskforge.progress import Progress
 from maskforge.store import StoreWriter, input_digest, open_store
 from maskforge.training import pick_device
@@ -42,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         state, len(manifest.classes) - 1, cam["method"]), device)
     model = fold_batchnorm(model).to(memory_format=torch.channels_last)   # in place: no copy of a fresh model
     model = get_method(cam["method"]).inference_view(model, method_knobs(cam))
+    model = fused_cams(model)        # CPU Lite CAM: fused 1×1 GEMMs and oneDNN convs; else unchanged
     ids = manifest.ids("train")
     if args.part is not None:
         try:

@@ -19,6 +19,7 @@ from typing import Sequence
 
 from maskforge.checkpoint import load_model
 from maskforge.data.manifest import Manifest
+from maskforge.memory import return_free_memory
 from maskforge.models.backbones import create_backbone
 from maskforge.models.irn import BoundaryNet
 from maskforge.progress import track
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for image_id in track(cams.ids, len(cams.ids), "refine_irn (random walk)"):
             writer.add(image_id, irn_mask(model, manifest.load_image(image_id), cams[image_id],
                                           cams.label_classes(image_id).tolist(), **infer))
+            return_free_memory()       # else RSS grows with the image count (heap holes: maskforge.memory)
     print(f"refine_irn: {len(cams.ids)} images, 2^{infer['exp_times']} random-walk steps", flush=True)
 
 

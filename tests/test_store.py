@@ -71,6 +71,20 @@ def test_round_trip(tmp_path, kind):
         assert "nope" not in store
 
 
+def test_reader_keeps_one_shard_open(tmp_path):
+    """An open HDF5 file holds the metadata of what was read from it: a reader that kept every shard
+    open grew with the store. Reading any image, in any order, still works."""
+    images = images_of("cam", n=6)
+    write(tmp_path / "s", "cam", images)                          # 3 shards of 2
+    with open_store(tmp_path / "s", kind="cam") as store:
+        for image_id in [*images, "img00", "img05", "img02"]:
+            np.testing.assert_allclose(store[image_id], images[image_id][0], atol=1e-3)
+            assert store.label_classes(image_id).tolist() == images[image_id][1]
+            assert list(store._files) == [store.meta["ids"][image_id]]     # only this image's shard is open
+        handles = list(store._files.values())
+    assert not any(h.id.valid for h in handles)                    # closed with the reader
+
+
 @pytest.mark.parametrize("kind,stored", [("mask", np.uint8), ("saliency", np.float16),
                                          ("cam", np.float16), ("region", np.uint8)])
 def test_on_disk_layout(tmp_path, kind, stored):

@@ -115,12 +115,16 @@ class _SameConv2d(nn.Conv2d):
         kwargs["padding"] = 0
         super().__init__(*args, **kwargs)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def same_pads(self, x: Tensor) -> tuple[tuple[int, int], tuple[int, int]]:
+        """((top, bottom), (left, right)) zero padding of `x` (…×H×W): TF's SAME rule."""
         pads = []
         for size, k, s, d in zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation):
             total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
             pads.append((total // 2, total - total // 2))
-        (top, bottom), (left, right) = pads
+        return pads[0], pads[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        (top, bottom), (left, right) = self.same_pads(x)
         if top == bottom and left == right:   # symmetric: the conv pads itself, without F.pad's copy
             return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
         return F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, self.bias, self.stride, 0,
