@@ -59,13 +59,25 @@ def local_name(path: str) -> str:
     raise ValueError(f"{path}: not an output of the table")
 
 
+def committed_params(root: Path) -> Path:
+    """The project's params.yaml as committed (git HEAD), written under root: `dvc exp run -S`
+    rewrites the working tree's params.yaml, and a run that scores the defaults must not score what a
+    user's last experiment left there. Outside a git checkout, the working tree's file."""
+    shown = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=REPO, capture_output=True, text=True)
+    if shown.returncode != 0:
+        return REPO / "params.yaml"
+    path = root / "committed_params.yaml"
+    path.write_text(shown.stdout)
+    return path
+
+
 def run_cam_pipeline(root: Path, overlays: list, rounds: int, refine: bool = True) -> dict[str, str]:
-    """params.yaml + overlays with `rounds` AE rounds → every job of the CAM/AE stages (with
-    `refine`, also saliency, assembly and CRF) whose inputs the run has, in DAG order, each output
-    under root by its `local_name`; returns that name → path for every output (a store written in
-    parts under its own name)."""
+    """The committed params.yaml + overlays with `rounds` AE rounds → every job of the CAM/AE
+    stages (with `refine`, also saliency, assembly and CRF) whose inputs the run has, in DAG order,
+    each output under root by its `local_name`; returns that name → path for every output (a store
+    written in parts under its own name)."""
     root.mkdir(parents=True, exist_ok=True)
-    config = load_config("params.yaml", overlays)
+    config = load_config(committed_params(root), overlays)
     config["ae"]["rounds"] = rounds
     params = root / "params.yaml"
     params.write_text(yaml.safe_dump(config))
