@@ -229,7 +229,7 @@ def test_refine_irn_store_labels_every_pixel_with_image_classes(irn_run):
         assert refined.ids == manifest.ids("train")
         assert refined.meta["inputs"].keys() == {"prepared", "ckpt", "cams"}
         assert json.loads(json.dumps(refined.params)) == {"irn": {"infer": {
-            "radius": 5, "beta": 10, "exp_times": 4, "bg_score": 0.25, "bg_power": None, "max_side": 48}}}
+            "radius": 5, "beta": 10, "exp_times": 4, "bg_score": 0.25, "bg_power": 1, "max_side": 48}}}
         for image_id in refined.ids:
             mask, record = refined[image_id], manifest.images[image_id]
             assert mask.shape == (record.height, record.width)
