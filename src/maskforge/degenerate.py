@@ -20,7 +20,7 @@ LIKELY_KNOB = {
     "crf": "crf.gt_prob and the input store's own knob (cam.bg_threshold for seeds, assemble.* for assemble_ae)",
     "assemble_ae": "assemble.bg_saliency and ae.erase_threshold",
     "ir_labels": "irn.fg_threshold / irn.bg_threshold",
-    "refine_irn": "irn.infer.bg_score (and irn.train: a boundary net that learnt nothing)",
+    "refine_irn": "irn.infer.bg_power / bg_score / exp_times (and irn.train: a boundary net that learnt nothing)",
     "predict": "seg.train (more epochs, another lr), seg.labels (the store it learns from) or seg.infer.confidence",
 }
 
