@@ -123,12 +123,17 @@ class _SameConv2d(nn.Conv2d):
             pads.append((total // 2, total - total // 2))
         return pads[0], pads[1]
 
-    def forward(self, x: Tensor) -> Tensor:
+    def padded(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """(input, conv padding) for SAME: a symmetric pad is left to the conv (no F.pad copy), an
+        asymmetric one is applied to `x` and the conv pads nothing."""
         (top, bottom), (left, right) = self.same_pads(x)
-        if top == bottom and left == right:   # symmetric: the conv pads itself, without F.pad's copy
-            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
-        return F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, self.bias, self.stride, 0,
-                        self.dilation, self.groups)
+        if top == bottom and left == right:
+            return x, (top, left)
+        return F.pad(x, (left, right, top, bottom)), (0, 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x, padding = self.padded(x)
+        return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
 
 def _conv(padding: str, cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1, groups: int = 1) -> nn.Conv2d:

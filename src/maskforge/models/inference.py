@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -40,14 +39,8 @@ def inference_copy(model: nn.Module) -> nn.Module:
 def _relu6_conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
     """ReLU6(conv(x)) of a k×k conv (stem, depthwise) as one oneDNN kernel with the clip fused,
     TF SAME padding included (an asymmetric pad is applied to `x` first)."""
-    padding = list(conv.padding)
-    if isinstance(conv, _SameConv2d):
-        (top, bottom), (left, right) = conv.same_pads(x)
-        if top == bottom and left == right:
-            padding = [top, left]
-        else:
-            x, padding = F.pad(x, (left, right, top, bottom)), [0, 0]
-    return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, padding, list(conv.stride),
+    x, padding = conv.padded(x) if isinstance(conv, _SameConv2d) else (x, conv.padding)
+    return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, list(padding), list(conv.stride),
                                                    list(conv.dilation), conv.groups, "hardtanh", [0.0, 6.0], "")
 
 
