@@ -205,12 +205,14 @@ MOMENTS = ("temp", "renamed")     # a temporary output exists / the output was j
 def kill_at(cwd: Path, cmd: list[str], out: Path, moment: str) -> None:
     """Run `cmd` as its own process group and SIGKILL the whole group (engine and stage, as a crash
     or `scancel` would) the moment `out`'s temporary name appears, or right after its rename."""
-    before = out.stat().st_ino if out.exists() else None
     proc = subprocess.Popen(cmd, cwd=cwd, env=engine_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    reached = {"temp": lambda: any(out.parent.glob(f"{out.name}.tmp-*")),
-               "renamed": lambda: out.exists() and out.stat().st_ino != before}[moment]
-    while proc.poll() is None and not reached():
+    writing = False     # seen the forced rerun's gap (output removed, or its temporary name present)?
+    while proc.poll() is None:      # not the inode: a removed output's inode is often reused by its successor
+        temp = any(out.parent.glob(f"{out.name}.tmp-*"))
+        writing = writing or temp or not out.exists()
+        if temp if moment == "temp" else (writing and not temp and out.exists()):
+            break
         time.sleep(0.002)
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
