@@ -63,7 +63,7 @@ def plan_training(seg: Mapping[str, Any], data: TrainingSet) -> TrainingPlan:
                                                        **crops),
             None)
     psl = seg["psl"]
-    loss = OnlinePSL(psl["start_epoch"], psl["weight"], psl["pixels"]) if psl["enabled"] else None
+    loss = OnlinePSL(psl["start_epoch"], psl["weight"], psl["pixels"], psl["confidence"]) if psl["enabled"] else None
     return TrainingPlan(
         "psl" if loss else None, seg["pseudoseg"]["attention_dim"], labelled_ids, len(labelled_ids),
         loss or segmentation_loss,

@@ -171,14 +171,15 @@ def online_psl_target(probs: torch.Tensor, v: torch.Tensor, labels: torch.Tensor
 
 
 def segmentation_loss(model: torch.nn.Module, batch: Batch, psl_weight: float = 1.0,
-                      psl_pixels: str = "all") -> torch.Tensor:
+                      psl_pixels: str = "all", psl_confidence: float = 0.0) -> torch.Tensor:
     """The training loss on a batch of `training_batches`.
 
     Without a classification branch: J(f, S) (= DeepLab's cross entropy ignoring 255). With one
     (AE-PSL online PSL): J(f, S) + `psl_weight`·J(f, Ŝ) + multi-label soft margin of the branch
     against the image labels; Ŝ from `online_psl_target` on the detached f and v, on every pixel
     but padding (`psl_pixels` "all", AE-PSL) or only where S is unsure ("unsure": Ŝ fills S's
-    gaps and never overrides its labels). `psl_weight` 0 (warm-up) leaves J(f, Ŝ) out."""
+    gaps and never overrides its labels), and only where f of Ŝ's class is at least
+    `psl_confidence` (0: everywhere, AE-PSL). `psl_weight` 0 (warm-up) leaves J(f, Ŝ) out."""
     images, masks, labels = batch
     out = model(images)
     logits = out["out"]
@@ -186,8 +187,10 @@ def segmentation_loss(model: torch.nn.Module, batch: Batch, psl_weight: float = 
     if "cls" in out:
         loss = loss + F.multilabel_soft_margin_loss(out["cls"], labels)
         if psl_weight > 0:
-            target = online_psl_target(logits.detach().softmax(dim=1), out["cls"].detach().sigmoid(), labels)
+            probs = logits.detach().softmax(dim=1)
+            target = online_psl_target(probs, out["cls"].detach().sigmoid(), labels)
             supervised = masks == UNSURE if psl_pixels == "unsure" else masks != IGNORE
+            supervised &= probs.gather(1, target[:, None])[:, 0] >= psl_confidence
             loss = loss + psl_weight * labelled_cross_entropy(logits, torch.where(supervised, target, IGNORE))
     return loss
 
@@ -200,13 +203,15 @@ class OnlinePSL:
     start_epoch: int
     weight: float = 1.0
     pixels: str = "all"
+    confidence: float = 0.0
     epoch: int = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __call__(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-        return segmentation_loss(model, batch, self.weight if self.epoch >= self.start_epoch else 0.0, self.pixels)
+        weight = self.weight if self.epoch >= self.start_epoch else 0.0
+        return segmentation_loss(model, batch, weight, self.pixels, self.confidence)
 
 
 def predict_probs(model: torch.nn.Module, images: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
