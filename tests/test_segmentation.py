@@ -130,9 +130,12 @@ def test_one_image_per_process_is_refused():      # ASPP's image-pooling BatchNo
         steps_per_epoch(10, 3, 2)
 
 
-@pytest.mark.parametrize("pixels, supervised", [("all", [[True, True], [False, False]]),      # padding only left out
-                                                  ("unsure", [[False, True], [False, False]])])  # S's labels kept
-def test_psl_loss_supervises_the_chosen_pixels_with_the_online_label(pixels, supervised):
+@pytest.mark.parametrize("pixels, confidence, supervised", [
+    ("all", 0.0, [[True, True], [False, False]]),          # padding only left out
+    ("unsure", 0.0, [[False, True], [False, False]]),      # S's labels kept
+    ("all", 0.5, [[True, False], [False, False]]),         # f of Ŝ's class: 0.85 at the labelled pixel, 0.45 at the unsure one
+])
+def test_psl_loss_supervises_the_chosen_pixels_with_the_online_label(pixels, confidence, supervised):
     torch.manual_seed(0)
 
     class Fixed(torch.nn.Module):
@@ -147,7 +150,7 @@ def test_psl_loss_supervises_the_chosen_pixels_with_the_online_label(pixels, sup
     model = Fixed()
     masks = torch.tensor([[[1, UNSURE], [255, 255]]])
     labels = torch.tensor([[1.0, 0.0]])
-    loss = segmentation_loss(model, (torch.zeros(1, 3, 2, 2), masks, labels), psl_pixels=pixels)
+    loss = segmentation_loss(model, (torch.zeros(1, 3, 2, 2), masks, labels), psl_pixels=pixels, psl_confidence=confidence)
     target = online_psl_target(model.logits.softmax(1), model.cls.sigmoid(), labels)
     target[~torch.tensor([supervised])] = 255
     expected = (labelled_cross_entropy(model.logits, masks) + labelled_cross_entropy(model.logits, target)
