@@ -313,7 +313,7 @@ def test_hand_over_sequence_needs_no_manual_step_and_ends_clean(project):
     assert dvc_ran(dvc(project, "repro").stdout) == {"seeds"}
 
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["seg"]["labels"] = "irn"                      # train_seg's input store comes from ${seg.labels}
+    params["seg"]["labels"] = "seeds_crf"                # train_seg's input store comes from ${seg.labels}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert set(json.loads(dvc(project, "status", "--json").stdout)) == {"train_seg"}
 
