@@ -219,7 +219,7 @@ def test_fit_tells_the_loss_each_epoch_also_after_a_resume(tmp_path):
     assert seen == [0, 1, 2, 3]
 
 
-SEG = {"method": "deeplab", "labelled_fraction": 0.5, "psl": {"enabled": False, "start_epoch": 1, "weight": 1.0},
+SEG = {"method": "deeplab", "labelled_fraction": 0.5, "psl": {"enabled": False, "start_epoch": 1, "weight": 1.0, "pixels": "all", "confidence": 0.0},
        "pseudoseg": PARAMS.__dict__,
        "train": {"epochs": 3, "batch_size": 2, "crop_size": 12, "scale_range": [1.0, 1.0], "seed": 0}}
 
